@@ -1,0 +1,1 @@
+"""The `hpdm` command line: a thin Typer layer over hpdm_core."""

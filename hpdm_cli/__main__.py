@@ -1,0 +1,3 @@
+from hpdm_cli.app import main
+
+main()

@@ -1,0 +1,266 @@
+"""Configuration: dataclasses for model, diffusion, training and sampling; presets; TOML I/O.
+
+A run folder holds `config.toml`; it is all that `hpdm train` needs to resume and all that
+`hpdm sample` needs to rebuild the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from hpdm_core.errors import BadInputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FUSIONS = ("deep", "shallow", "none")
+
+
+@dataclass
+class ModelConfig:
+    patch: list[int] = field(default_factory=lambda: [16, 64, 64])  # r = (f, h, w), the same at every level
+    num_levels: int = 3  # L + 1; level l has a canvas of patch * 2**l pixels per axis
+    token: list[int] = field(default_factory=lambda: [1, 4, 4])  # pixel cube per interface token
+    channels: int = 3
+    interface_dim: int = 1024  # Table 7 "tokenization dim"
+    latent_dim: int = 256
+    num_latents: int = 768
+    num_blocks: int = 6
+    latent_layers: int = 4  # latent self-attention + MLP layers inside each RIN block
+    head_dim: int = 64
+    mlp_ratio: float = 4.0
+    fourier_features: int = 32  # per coordinate axis, for the tokens' global positions
+    levels_per_block: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 3, 3])
+    fusion: str = "deep"  # deep | shallow | none
+    detach_context: bool = False
+    use_coords: bool = True
+    num_classes: int = 101  # index num_classes is the null class used for guidance
+
+    @property
+    def target(self) -> list[int]:
+        """Full-video resolution R = r * 2**L per axis."""
+        return [p * 2 ** (self.num_levels - 1) for p in self.patch]
+
+
+@dataclass
+class DiffusionConfig:
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    level_input_scale: float = 0.5  # < 1: level l gets noise scaled by (1 / level_input_scale) ** l
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    label_dropout: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    frame_stride: int = 1
+    flip: bool = True
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 768
+    lr: float = 5e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 10_000
+    steps: int = 40_000
+    ema_decay: float = 0.9999
+    grad_clip: float = 1.0
+    accumulation: int = 1
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    bf16: bool = True  # autocast on CUDA only
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 128  # level 0; level l uses max(1, steps // 2**l)
+    overlap: str = "hw"  # the paper's metrics setting; "fhw" for visualisations
+    cfg: float = 1.0  # classifier-free guidance weight; 1 = conditional only
+    s_churn: float = 40.0  # EDM stochastic sampler, level 0 only
+    s_tmin: float = 0.05
+    s_tmax: float = 50.0
+    s_noise: float = 1.003
+    tile_batch: int = 0  # 0: choose from free memory
+    cache: bool = True
+    offload_cache: bool = False
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "Config":
+        validate(self)
+        return self
+
+
+def _paper(latent_dim: int, steps: int) -> Config:
+    """HPDM-S/M/L of the paper's Table 7 (UCF-101, 16x64x64 patches, 64x256x256 target)."""
+    cfg = Config()
+    cfg.model.latent_dim = latent_dim
+    cfg.train.steps = steps
+    return cfg
+
+
+def _tiny() -> Config:
+    """Learns the synthetic set on 2 CPU cores in minutes: 8x16x16 patches, 32x64x64 target."""
+    cfg = Config()
+    m = cfg.model
+    m.patch, m.token = [8, 16, 16], [1, 4, 4]
+    m.interface_dim, m.latent_dim, m.num_latents = 96, 128, 32
+    m.latent_layers, m.head_dim, m.fourier_features = 2, 32, 8
+    m.num_classes = 8
+    t = cfg.train
+    t.batch_size, t.lr, t.warmup_steps, t.steps = 16, 2e-3, 100, 1500
+    t.ema_decay, t.log_every, t.checkpoint_every = 0.995, 10, 250
+    cfg.data.num_workers = 0
+    cfg.sample.steps, cfg.sample.overlap = 32, "fhw"
+    return cfg
+
+
+PRESETS = {
+    "tiny": _tiny,
+    "hpdm-s": lambda: _paper(256, 40_000),
+    "hpdm-m": lambda: _paper(512, 40_000),
+    "hpdm-l": lambda: _paper(1024, 65_000),
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise BadInputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise BadInputError(f"unknown config key {where}{key}; known: {', '.join(known)}")
+        sub = known[key].type
+        nested = {"ModelConfig": ModelConfig, "DiffusionConfig": DiffusionConfig, "DataConfig": DataConfig,
+                  "TrainConfig": TrainConfig, "SampleConfig": SampleConfig}.get(str(sub).split(".")[-1])
+        kwargs[key] = _from_dict(nested, value, f"{where}{key}.") if nested else value
+    return cls(**kwargs)
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    return _from_dict(Config, values, "")
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return from_dict(tomllib.load(f))
+    except FileNotFoundError:
+        raise BadInputError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise BadInputError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    """Write atomically: a temporary name, then rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(tomli_w.dumps(cfg.to_dict()).encode())
+    tmp.replace(path)
+
+
+def _coerce(text: str, current: Any, key: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, list):
+            items = [s for s in text.replace("[", "").replace("]", "").replace("x", ",").split(",") if s.strip()]
+            kind = type(current[0]) if current else int
+            return [kind(s.strip()) for s in items]
+        return text
+    except ValueError:
+        raise BadInputError(f"cannot read {key}={text!r} as {type(current).__name__}") from None
+
+
+def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
+    """Apply `section.key=value` strings (the CLI's --set) to a copy of cfg."""
+    cfg = copy.deepcopy(cfg)
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise BadInputError(f"--set expects section.key=value, got {assignment!r}")
+        key, text = assignment.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not hasattr(cfg, parts[0]) or not hasattr(getattr(cfg, parts[0]), parts[1]):
+            raise BadInputError(f"unknown config key {key!r} (use section.key, e.g. train.lr=1e-3 or model.fusion=shallow)")
+        section = getattr(cfg, parts[0])
+        setattr(section, parts[1], _coerce(text.strip(), getattr(section, parts[1]), key))
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise BadInputError naming the first setting that cannot work."""
+    m = cfg.model
+    if len(m.patch) != 3 or len(m.token) != 3:
+        raise BadInputError("model.patch and model.token need three sizes (frames, height, width)")
+    for axis, p, t in zip("fhw", m.patch, m.token):
+        if p <= 0 or t <= 0 or p % t:
+            raise BadInputError(f"model.token {m.token} must divide model.patch {m.patch} (axis {axis})")
+    if m.num_levels < 1:
+        raise BadInputError("model.num_levels must be at least 1")
+    lpb = m.levels_per_block
+    if len(lpb) != m.num_blocks:
+        raise BadInputError(f"model.levels_per_block has {len(lpb)} entries; it needs one per block "
+                            f"(model.num_blocks = {m.num_blocks})")
+    if any(b < a for a, b in zip(lpb, lpb[1:])):
+        raise BadInputError(f"model.levels_per_block {lpb} must be non-decreasing")
+    if lpb[-1] != m.num_levels or lpb[0] < 1:
+        raise BadInputError(f"model.levels_per_block {lpb} must lie in 1..{m.num_levels} and end with "
+                            f"{m.num_levels} (the last block processes every level)")
+    if m.fusion not in FUSIONS:
+        raise BadInputError(f"model.fusion {m.fusion!r}: choose one of {', '.join(FUSIONS)}")
+    if m.latent_dim % m.head_dim or m.interface_dim % m.head_dim:
+        raise BadInputError(f"model.head_dim {m.head_dim} must divide latent_dim {m.latent_dim} "
+                            f"and interface_dim {m.interface_dim}")
+    d = cfg.diffusion
+    if not 0 < d.level_input_scale <= 1:
+        raise BadInputError("diffusion.level_input_scale must lie in (0, 1]")
+    if not 0 <= d.label_dropout < 1:
+        raise BadInputError("diffusion.label_dropout must lie in [0, 1)")
+    t = cfg.train
+    if t.batch_size < 1 or t.accumulation < 1 or t.batch_size % t.accumulation:
+        raise BadInputError("train.batch_size must be a positive multiple of train.accumulation")
+    from hpdm_core.pyramid import parse_overlap  # late import: pyramid imports nothing from here
+
+    parse_overlap(cfg.sample.overlap)

@@ -1,0 +1,231 @@
+"""The dataset file: every video of a set in one HDF5 file.
+
+Layout (format 1):
+    frames   uint8 [total_frames, H, W, 3]   all videos concatenated along time, chunked
+    offsets  int64 [N + 1]                   video i is frames[offsets[i]:offsets[i + 1]]
+    labels   int64 [N]                       class index, or -1 when unlabelled
+    names    str   [N]                       e.g. "v_ApplyEyeMakeup_g08_c01" or "sample_000017"
+    groups   int64 [N]                       UCF-101 group (gXX), -1 when not applicable
+    attrs    format_version, class_names (JSON list), fps, resolution ([H, W]), split, fold,
+             source, hpdm_version, completed (True only once the file is whole)
+
+Writers write to a temporary name and rename when complete, so a file under the final name
+always has completed=True. Readers open lazily, so a VideoStore can be pickled into
+DataLoader workers (fork and spawn) and each worker gets its own handle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from hpdm_core import __version__
+from hpdm_core.errors import BadInputError, MissingResourceError
+
+FORMAT_VERSION = 1
+REQUIRED_DATASETS = ("frames", "offsets", "labels", "names", "groups")
+COMPRESSIONS = ("none", "lzf", "gzip")
+
+
+def frame_chunks(height: int, width: int, frames_per_chunk: int = 8) -> tuple[int, int, int, int]:
+    """Chunks of a few whole frames: a clip read touches few chunks, and each compresses alone."""
+    return (frames_per_chunk, height, width, 3)
+
+
+def compression_args(compression: str) -> dict[str, Any]:
+    if compression not in COMPRESSIONS:
+        raise BadInputError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+    if compression == "none":
+        return {}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4}
+    return {"compression": "lzf"}
+
+
+class VideoStore:
+    """Read-only view of a dataset file; opens the HDF5 handle on first use in each process."""
+
+    def __init__(self, path: str | os.PathLike, check: bool = True):
+        self.path = Path(path)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        if check:
+            self.validate()
+
+    # Pickling carries only the path: every DataLoader worker reopens the file itself.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_file": None, "_pid": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    @property
+    def file(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def validate(self) -> None:
+        """Raise a clear error unless the path is a complete dataset file."""
+        if not self.path.exists():
+            raise MissingResourceError(f"dataset file {self.path} does not exist (make one with `hpdm prepare`)")
+        try:
+            f = self.file
+        except OSError as err:
+            raise BadInputError(f"{self.path} is not a readable HDF5 file: {err}") from None
+        missing = [name for name in REQUIRED_DATASETS if name not in f]
+        if missing:
+            raise BadInputError(
+                f"{self.path} is not an hpdm dataset file: missing {', '.join(missing)} "
+                "(make one with `hpdm prepare ucf101|synthetic`)"
+            )
+        if not bool(f.attrs.get("completed", False)):
+            raise BadInputError(f"{self.path} is incomplete (its writer did not finish); prepare it again")
+        offsets = f["offsets"]
+        if offsets.shape[0] != f["labels"].shape[0] + 1 or int(offsets[-1]) != f["frames"].shape[0]:
+            raise BadInputError(f"{self.path}: offsets do not match frames/labels; the file is damaged")
+
+    def __len__(self) -> int:
+        return int(self.file["labels"].shape[0])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.file["offsets"][...]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.file["labels"][...]
+
+    @property
+    def names(self) -> list[str]:
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in self.file["names"][...]]
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self.file["groups"][...]
+
+    @property
+    def class_names(self) -> list[str]:
+        return json.loads(self.file.attrs.get("class_names", "[]"))
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        h, w = self.file["frames"].shape[1:3]
+        return int(h), int(w)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        out = {}
+        for key, value in self.file.attrs.items():
+            out[key] = value.item() if isinstance(value, np.generic) else (
+                value.tolist() if isinstance(value, np.ndarray) else value)
+        return out
+
+    def video(self, index: int, start: int = 0, length: int | None = None, stride: int = 1) -> np.ndarray:
+        """uint8 [F, H, W, 3] frames start, start+stride, ... of video `index`."""
+        begin, end = (int(v) for v in self.file["offsets"][index:index + 2])
+        first = begin + start
+        stop = end if length is None else min(end, first + (length - 1) * stride + 1)
+        return self.file["frames"][first:stop:stride]
+
+    def summary(self) -> dict[str, Any]:
+        attrs = self.attrs
+        lengths = self.lengths
+        return {
+            "path": str(self.path),
+            "videos": len(self),
+            "frames": int(lengths.sum()),
+            "min_frames": int(lengths.min()) if len(lengths) else 0,
+            "max_frames": int(lengths.max()) if len(lengths) else 0,
+            "classes": len(self.class_names),
+            "resolution": list(self.resolution),
+            "fps": float(attrs.get("fps", 0.0)),
+            "split": attrs.get("split", ""),
+            "fold": int(attrs.get("fold", 0)),
+            "source": attrs.get("source", ""),
+            "hpdm_version": attrs.get("hpdm_version", ""),
+        }
+
+
+class VideoStoreWriter:
+    """Append videos to `path` + ".tmp"; `finish()` marks the file complete and renames it.
+
+    Used for whole-in-one-go writes (synthetic sets, generated samples). `hpdm prepare ucf101`
+    resumes across crashes and so stages decoded videos before it packs them with this writer.
+    """
+
+    def __init__(self, path: str | os.PathLike, height: int, width: int, compression: str = "none",
+                 frames_per_chunk: int = 8):
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.tmp_path, "w")
+        self._frames = self._file.create_dataset(
+            "frames", shape=(0, height, width, 3), maxshape=(None, height, width, 3), dtype=np.uint8,
+            chunks=frame_chunks(height, width, frames_per_chunk), **compression_args(compression))
+        self._offsets = [0]
+        self._labels: list[int] = []
+        self._names: list[str] = []
+        self._groups: list[int] = []
+
+    def append(self, video: np.ndarray, label: int = -1, name: str = "", group: int = -1) -> None:
+        video = np.asarray(video)
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[1:] != self._frames.shape[1:]:
+            raise BadInputError(f"expected uint8 video [F, {self._frames.shape[1]}, {self._frames.shape[2]}, 3], "
+                                f"got {video.dtype} {list(video.shape)}")
+        start = self._frames.shape[0]
+        self._frames.resize(start + video.shape[0], axis=0)
+        self._frames[start:] = video
+        self._offsets.append(start + video.shape[0])
+        self._labels.append(int(label))
+        self._names.append(name or f"video_{len(self._names):06d}")
+        self._groups.append(int(group))
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def finish(self, class_names: list[str], fps: float, split: str = "", fold: int = 0,
+               source: str = "", **extra_attrs: Any) -> Path:
+        f = self._file
+        f.create_dataset("offsets", data=np.asarray(self._offsets, dtype=np.int64))
+        f.create_dataset("labels", data=np.asarray(self._labels, dtype=np.int64))
+        f.create_dataset("names", data=np.asarray(self._names, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("groups", data=np.asarray(self._groups, dtype=np.int64))
+        attrs = {
+            "format_version": FORMAT_VERSION, "class_names": json.dumps(list(class_names)), "fps": float(fps),
+            "resolution": list(self._frames.shape[1:3]), "split": split, "fold": int(fold), "source": source,
+            "hpdm_version": __version__, **extra_attrs,
+        }
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["completed"] = True
+        f.close()
+        os.replace(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoStoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

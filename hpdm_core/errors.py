@@ -1,0 +1,28 @@
+"""Errors that carry the process exit code the CLI reports (DESIGN.md, Conventions).
+
+0 ok, 1 failure, 2 bad usage or bad input, 3 missing weights or data.
+"""
+
+
+class HPDMError(Exception):
+    """A failure the user can act on; the message says what to fix."""
+
+    exit_code = 1
+
+
+class BadInputError(HPDMError):
+    """Bad usage, a malformed file, an invalid config value."""
+
+    exit_code = 2
+
+
+class MissingResourceError(HPDMError):
+    """Pretrained weights or a dataset that is not on this machine."""
+
+    exit_code = 3
+
+
+class TrainingDivergedError(HPDMError):
+    """A non-finite loss; the last good checkpoint is kept."""
+
+    exit_code = 1

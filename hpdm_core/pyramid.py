@@ -1,0 +1,209 @@
+"""Patch geometry of the hierarchy (DESIGN.md, Tensors and coordinates; normative).
+
+Level l (0..L) is the target video box-downsampled by 2**(L-l): a canvas of r * 2**l pixels per
+axis, where r = (f, h, w) is the patch resolution shared by all levels. A patch is placed by its
+integer offset o_l in its level's canvas pixels. Its normalised coordinates are c_l = (s_l, delta_l)
+with scale s_l = 2**-l and delta_l = o_l / R_l in full-video units, so patch l covers
+[delta_l, delta_l + s_l) of the video along every axis.
+
+Offsets are LongTensors [..., num_levels, 3] ordered (frames, height, width); entry k is level k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from hpdm_core.errors import BadInputError
+
+AXES = "fhw"
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    patch: tuple[int, int, int]
+    num_levels: int
+
+    @classmethod
+    def from_config(cls, model_cfg) -> "PatchGeometry":
+        return cls(tuple(int(p) for p in model_cfg.patch), int(model_cfg.num_levels))
+
+    def canvas(self, level: int) -> tuple[int, int, int]:
+        """Level-l video size R_l = r * 2**l."""
+        return tuple(p * 2 ** level for p in self.patch)
+
+    @property
+    def target(self) -> tuple[int, int, int]:
+        return self.canvas(self.num_levels - 1)
+
+    def scale(self, level: int) -> float:
+        return 2.0 ** -level
+
+
+# ----------------------------------------------------------------------------- training: nested draws
+
+def sample_nested_offsets(batch: int, geometry: PatchGeometry, generator: torch.Generator | None = None,
+                          device: torch.device | str = "cpu") -> torch.Tensor:
+    """Offsets [batch, num_levels, 3]: o_0 = 0, then o_l uniform among the positions nested in o_{l-1}.
+
+    Nesting (2*o_{l-1} <= o_l and o_l + r <= 2*(o_{l-1} + r)) leaves o_l = 2*o_{l-1} + u with
+    u in {0, ..., r}: r + 1 integer positions per axis, every one inside the level-l canvas.
+    """
+    r = torch.tensor(geometry.patch, dtype=torch.long)
+    offsets = torch.zeros(batch, geometry.num_levels, 3, dtype=torch.long)
+    for level in range(1, geometry.num_levels):
+        u = (torch.rand(batch, 3, generator=generator) * (r + 1).to(torch.float64)).long().clamp_max(r)
+        offsets[:, level] = 2 * offsets[:, level - 1] + u
+    return offsets.to(device)
+
+
+def is_nested(offsets: torch.Tensor, geometry: PatchGeometry) -> torch.Tensor:
+    """Bool [...]: every level lies in its canvas and inside the level below it."""
+    r = torch.tensor(geometry.patch, device=offsets.device)
+    ok = torch.ones(offsets.shape[:-2], dtype=torch.bool, device=offsets.device)
+    for level in range(geometry.num_levels if offsets.shape[-2] == geometry.num_levels else offsets.shape[-2]):
+        o = offsets[..., level, :]
+        canvas = torch.tensor(geometry.canvas(level), device=offsets.device)
+        ok &= ((o >= 0) & (o + r <= canvas)).all(-1)
+        if level > 0:
+            parent = offsets[..., level - 1, :]
+            ok &= ((2 * parent <= o) & (o + r <= 2 * (parent + r))).all(-1)
+    return ok
+
+
+# ----------------------------------------------------------------------------- coordinates
+
+def patch_coords(offsets: torch.Tensor, geometry: PatchGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale [..., n], delta [..., n, 3]) of each level's patch, in full-video units."""
+    n = offsets.shape[-2]
+    levels = torch.arange(n, device=offsets.device)
+    canvases = torch.tensor([geometry.canvas(level) for level in range(n)], device=offsets.device, dtype=torch.float64)
+    delta = offsets.to(torch.float64) / canvases
+    scale = (2.0 ** -levels.to(torch.float64)).expand(offsets.shape[:-1])
+    return scale, delta
+
+
+def relative_coords(scale_l: torch.Tensor, delta_l: torch.Tensor, scale_k: torch.Tensor,
+                    delta_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 8: coordinates of patch l inside patch k < l, c_hat = (s_l / s_k, (delta_l - delta_k) / s_k)."""
+    return scale_l / scale_k, (delta_l - delta_k) / scale_k.unsqueeze(-1)
+
+
+def token_grid(geometry: PatchGeometry, token: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Tokens per axis of one patch."""
+    return tuple(p // t for p, t in zip(geometry.patch, token))
+
+
+def local_token_centres(geometry: PatchGeometry, token: tuple[int, int, int],
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """[N, 3] token centres in the patch's own unit cube, raster order (f, h, w)."""
+    axes = [(torch.arange(n, device=device, dtype=torch.float64) + 0.5) / n for n in token_grid(geometry, token)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+
+
+def token_centres(offsets: torch.Tensor, geometry: PatchGeometry, token: tuple[int, int, int]) -> torch.Tensor:
+    """Global centres (t, y, x) in [0, 1]^3 of every token: [..., n, N, 3] (float32)."""
+    scale, delta = patch_coords(offsets, geometry)
+    local = local_token_centres(geometry, token, offsets.device)
+    return (delta.unsqueeze(-2) + scale[..., None, None] * local).float()
+
+
+def context_grid(offsets: torch.Tensor, level: int, context_level: int, geometry: PatchGeometry,
+                 token: tuple[int, int, int]) -> torch.Tensor:
+    """grid_sample grid [..., *token_grid, 3] locating level `level`'s tokens in `context_level`'s patch.
+
+    By Eq. 8, a point at u in patch l's unit cube sits at delta_hat + s_hat * u in patch k's; the
+    result is mapped to grid_sample's [-1, 1] (align_corners=False: -1 and 1 are the outer edges of
+    the border tokens) with the last axis ordered (w, h, f) as grid_sample expects.
+    """
+    scale, delta = patch_coords(offsets, geometry)
+    s_hat, d_hat = relative_coords(scale[..., level], delta[..., level, :], scale[..., context_level],
+                                   delta[..., context_level, :])
+    local = local_token_centres(geometry, token, offsets.device)  # [N, 3]
+    u = d_hat.unsqueeze(-2) + s_hat[..., None, None] * local  # [..., N, 3] in patch k's unit cube
+    grid = (2 * u - 1).flip(-1).float()
+    return grid.reshape(*grid.shape[:-2], *token_grid(geometry, token), 3)
+
+
+# ----------------------------------------------------------------------------- extraction
+
+def level_video(clips: torch.Tensor, level: int, geometry: PatchGeometry) -> torch.Tensor:
+    """The level-l video [B, C, *R_l]: the target clip box-downsampled by 2**(L-l)."""
+    factor = 2 ** (geometry.num_levels - 1 - level)
+    return clips if factor == 1 else F.avg_pool3d(clips, kernel_size=factor, stride=factor)
+
+
+def crop(videos: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Exact crops [B, C, *size] of videos [B, C, F, H, W] at integer offsets [B, 3]."""
+    b = torch.arange(videos.shape[0], device=videos.device)
+    fi, hi, wi = (offsets[:, axis, None] + torch.arange(size[axis], device=videos.device) for axis in range(3))
+    out = videos.permute(0, 2, 3, 4, 1)[b[:, None, None, None], fi[:, :, None, None], hi[:, None, :, None],
+                                        wi[:, None, None, :]]
+    return out.permute(0, 4, 1, 2, 3)
+
+
+def extract_hierarchy(clips: torch.Tensor, offsets: torch.Tensor, geometry: PatchGeometry) -> torch.Tensor:
+    """Patches [B, n, C, f, h, w] of target clips [B, C, *R]: exact crops of each level's video."""
+    target = tuple(clips.shape[-3:])
+    if target != geometry.target:
+        raise BadInputError(f"clips are {list(target)} but the hierarchy needs {list(geometry.target)}")
+    return torch.stack([crop(level_video(clips, level, geometry), offsets[:, level], geometry.patch)
+                        for level in range(offsets.shape[1])], 1)
+
+
+# ----------------------------------------------------------------------------- inference tilings
+
+def parse_overlap(text: str) -> tuple[bool, bool, bool]:
+    """'none' or letters of 'fhw' (each at most once) -> which axes overlap by 50 %."""
+    text = text.strip().lower()
+    if text in ("none", ""):
+        return (False, False, False)
+    if any(c not in AXES for c in text) or len(set(text)) != len(text):
+        raise BadInputError(f"overlap {text!r}: use 'none' or letters of 'fhw' once each (e.g. hw, fhw)")
+    return tuple(axis in text for axis in AXES)
+
+
+def axis_positions(patch: int, canvas: int, overlapped: bool) -> torch.Tensor:
+    """Tile starts along one axis: stride r/2 (2 * 2**l - 1 tiles) or r (2**l tiles)."""
+    if overlapped and patch % 2:
+        raise BadInputError(f"a 50 % overlap needs an even patch size, got {patch}")
+    stride = patch // 2 if overlapped else patch
+    return torch.arange(0, canvas - patch + 1, stride)
+
+
+def tile_offsets(geometry: PatchGeometry, level: int, overlap: str | tuple[bool, bool, bool]) -> torch.Tensor:
+    """Offsets [T, 3] of the tiles covering the level-l canvas, raster order."""
+    flags = parse_overlap(overlap) if isinstance(overlap, str) else overlap
+    canvas = geometry.canvas(level)
+    axes = [axis_positions(geometry.patch[i], canvas[i], flags[i]) for i in range(3)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+
+
+def parent_chain(tiles: torch.Tensor, level: int, geometry: PatchGeometry) -> torch.Tensor:
+    """Offsets [T, level + 1, 3]: each tile with parents centred over it, clamped to their canvas.
+
+    The centred parent o_{l-1} = floor((2*o_l - r) / 4) is clamped to the intersection of its
+    canvas and the nesting range [ceil((o_l - r) / 2), floor(o_l / 2)], which is never empty, so
+    the chain obeys the training-time nesting rule exactly.
+    """
+    r = torch.tensor(geometry.patch, dtype=torch.long, device=tiles.device)
+    chain = [tiles.long()]
+    for parent_level in range(level - 1, -1, -1):
+        child = chain[-1]
+        canvas = torch.tensor(geometry.canvas(parent_level), device=tiles.device)
+        centred = torch.div(2 * child - r, 4, rounding_mode="floor")
+        lo = torch.maximum(torch.zeros_like(child), -torch.div(r - child, 2, rounding_mode="floor"))
+        hi = torch.minimum(canvas - r, torch.div(child, 2, rounding_mode="floor"))
+        chain.append(torch.maximum(torch.minimum(centred, hi), lo))
+    return torch.stack(chain[::-1], 1)
+
+
+def tile_coverage(geometry: PatchGeometry, level: int, overlap: str) -> torch.Tensor:
+    """How many tiles cover each pixel of the level-l canvas: float [*R_l]."""
+    counts = torch.zeros(geometry.canvas(level))
+    f, h, w = geometry.patch
+    for o in tile_offsets(geometry, level, overlap).tolist():
+        counts[o[0]:o[0] + f, o[1]:o[1] + h, o[2]:o[2] + w] += 1
+    return counts
