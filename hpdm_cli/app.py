@@ -10,6 +10,7 @@ import sys
 import typer
 
 
+from hpdm_cli.common import stderr
 from hpdm_core.errors import HPDMError
 
 app = typer.Typer(
@@ -23,9 +24,11 @@ app = typer.Typer(
 # Command modules, in the order `hpdm --help` lists them.
 _COMMAND_MODULES = (
     "hpdm_cli.prepare",
+    "hpdm_cli.train",
+    "hpdm_cli.sample",
+    "hpdm_cli.evaluate",
 )
 
-from hpdm_cli.common import stderr
 
 
 def _register() -> None:
@@ -36,22 +39,10 @@ def _register() -> None:
 def main() -> None:
     _register()
     try:
-        app(standalone_mode=False)
+        app()  # standalone: click reports usage errors itself, with exit code 2
     except HPDMError as err:
         stderr.print(f"[bold red]error:[/] {err}")
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/]")
         sys.exit(130)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        stderr.print("[yellow]aborted[/]")
-        sys.exit(1)
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(2 if isinstance(err, click.exceptions.UsageError) else err.exit_code)
-        raise

@@ -96,6 +96,25 @@ class VideoStore:
         if offsets.shape[0] != f["labels"].shape[0] + 1 or int(offsets[-1]) != f["frames"].shape[0]:
             raise BadInputError(f"{self.path}: offsets do not match frames/labels; the file is damaged")
 
+    def verify(self) -> None:
+        """Deeper than validate(): per-video arrays agree, labels name a class, every frame is readable."""
+        self.validate()
+        f, n = self.file, len(self)
+        if f["names"].shape[0] != n or f["groups"].shape[0] != n:
+            raise BadInputError(f"{self.path}: names/groups do not have one entry per video; the file is damaged")
+        if n and np.any(np.diff(self.offsets) < 1):
+            raise BadInputError(f"{self.path}: a video has no frames (offsets not increasing); the file is damaged")
+        labels, classes = self.labels, len(self.class_names)
+        if n and (labels.min() < -1 or labels.max() >= classes):
+            raise BadInputError(f"{self.path}: labels outside 0..{classes - 1} (or -1); the file is damaged")
+        frames = f["frames"]
+        chunk = frames.chunks[0] if frames.chunks else 64
+        try:  # reading every chunk once makes a truncated or corrupted file show up here
+            for start in range(0, frames.shape[0], chunk * 8):
+                frames[start:start + chunk * 8]
+        except OSError as err:
+            raise BadInputError(f"{self.path}: frames are unreadable ({err}); the file is damaged") from None
+
     def __len__(self) -> int:
         return int(self.file["labels"].shape[0])
 
@@ -158,6 +177,7 @@ class VideoStore:
             "split": attrs.get("split", ""),
             "fold": int(attrs.get("fold", 0)),
             "source": attrs.get("source", ""),
+            "unreadable_skipped": len(json.loads(attrs.get("failed", "[]"))),
             "hpdm_version": attrs.get("hpdm_version", ""),
         }
 

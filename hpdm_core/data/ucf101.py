@@ -1,0 +1,338 @@
+"""UCF-101 -> one HDF5 dataset file, crash-safe and resumable.
+
+Source layout (as downloaded):
+    SRC/UCF-101/<Class>/v_<Class>_gXX_cYY.avi       (or the class folders directly in SRC)
+    SRC/ucfTrainTestlist/classInd.txt, trainlist0N.txt, testlist0N.txt   (or next to SRC)
+
+An HDF5 file open for writing is not crash-safe, so decoding and packing are separate:
+  1. stage: every video is decoded (in worker processes) into its own small file in OUT.parts/,
+     written under a temporary name and renamed, so a part either exists whole or not at all;
+     a video that cannot be decoded leaves NAME.failed.json with the reason. OUT.parts/args.json
+     records the arguments, so a rerun resumes only with the same ones.
+  2. pack: the parts are appended in split-list order to OUT.tmp (as soon as each is ready, while
+     the workers go on decoding); when all are in, OUT.tmp is marked complete and renamed to OUT;
+     only then is OUT.parts/ removed.
+A run killed at any point and started again decodes only the videos without a part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import multiprocessing
+
+import h5py
+
+from hpdm_core.data.h5store import VideoStore, VideoStoreWriter, compression_args, frame_chunks
+from hpdm_core.data.video_io import VideoReadError, decode_video
+from hpdm_core.errors import BadInputError, HPDMError
+
+SPLITS = ("train", "test", "all")
+STAGING_FORMAT = 1
+_GROUP = re.compile(r"_g(\d+)_c(\d+)$")
+
+Progress = Callable[[str, int, int], None]  # (phase "decode" | "pack", done, total)
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    path: Path
+    name: str  # file stem, e.g. v_ApplyEyeMakeup_g08_c01
+    label: int  # 0-based index into classInd.txt
+    group: int  # the gXX id (-1 when the name has none)
+
+
+@dataclass
+class PrepareReport:
+    out: Path
+    videos: int = 0  # videos in the written file
+    frames: int = 0
+    decoded: int = 0  # videos decoded by this run (the rest came from an interrupted run's parts)
+    reused: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (name, reason), skipped
+    up_to_date: bool = False  # OUT already held exactly this data; nothing was done
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["failed"] = [{"name": n, "reason": r} for n, r in self.failed]
+        return d
+
+
+# ----------------------------------------------------------------------------- source layout
+
+def locate(src: str | os.PathLike) -> tuple[Path, Path]:
+    """(video root holding the class folders, ucfTrainTestlist folder) of a UCF-101 download."""
+    src = Path(src).expanduser()
+    if not src.is_dir():
+        raise BadInputError(f"UCF-101 source folder {src} does not exist (expected SRC/UCF-101/<Class>/*.avi)")
+    video_root = src / "UCF-101" if (src / "UCF-101").is_dir() else src
+    for lists in (src / "ucfTrainTestlist", video_root / "ucfTrainTestlist", src.parent / "ucfTrainTestlist"):
+        if lists.is_dir():
+            return video_root, lists
+    raise BadInputError(
+        f"no ucfTrainTestlist/ folder in or next to {src}; unpack UCF101TrainTestSplits-RecognitionTask.zip there")
+
+
+def read_class_index(lists: Path) -> list[str]:
+    """Class names in label order from classInd.txt ("1 ApplyEyeMakeup" per line)."""
+    path = lists / "classInd.txt"
+    if not path.is_file():
+        raise BadInputError(f"split file {path} is missing (it comes with the official train/test lists)")
+    classes: dict[int, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise BadInputError(f"{path}:{number}: expected '<index> <ClassName>', got {line!r}")
+        classes[int(parts[0])] = parts[1]
+    if sorted(classes) != list(range(1, len(classes) + 1)):
+        raise BadInputError(f"{path}: class indices must run 1..N without gaps")
+    return [classes[i] for i in range(1, len(classes) + 1)]
+
+
+def list_videos(src: str | os.PathLike, split: str = "all", fold: int = 1) -> tuple[list[VideoEntry], list[str]]:
+    """Entries of a split (train list, then test list for "all") and the class names."""
+    if split not in SPLITS:
+        raise BadInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if fold not in (1, 2, 3):
+        raise BadInputError(f"fold must be 1, 2 or 3, got {fold}")
+    video_root, lists = locate(src)
+    class_names = read_class_index(lists)
+    label_of = {name: i for i, name in enumerate(class_names)}
+    label_of_lower = {name.lower(): i for i, name in enumerate(class_names)}
+    kinds = ("train", "test") if split == "all" else (split,)
+    entries: list[VideoEntry] = []
+    seen: set[str] = set()
+    for kind in kinds:
+        path = lists / f"{kind}list0{fold}.txt"
+        if not path.is_file():
+            raise BadInputError(f"split file {path} is missing (it comes with the official train/test lists)")
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            relative = line.split()[0]
+            class_dir, _, filename = relative.replace("\\", "/").rpartition("/")
+            label = label_of.get(class_dir, label_of_lower.get(class_dir.lower()))
+            if label is None:
+                raise BadInputError(f"{path}:{number}: class {class_dir!r} is not in classInd.txt")
+            name = Path(filename).stem
+            if name in seen:
+                continue
+            seen.add(name)
+            match = _GROUP.search(name)
+            entries.append(VideoEntry(video_root / class_dir / filename, name, label,
+                                      int(match.group(1)) if match else -1))
+    return entries, class_names
+
+
+# ----------------------------------------------------------------------------- staging
+
+def staging_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def stage_video(entry: VideoEntry, parts: Path, resolution: int, fps: float | None,
+                max_frames: int | None, compress: bool = False) -> tuple[str, int, float, str]:
+    """Decode one video into parts/NAME.h5 (or NAME.failed.json); returns (name, frames, fps, error).
+
+    Runs in a worker process and writes its own part, so only a few numbers cross the pipe.
+    """
+    try:
+        video = decode_video(entry.path, resolution, fps, max_frames)
+    except VideoReadError as err:
+        _atomic_write_text(parts / f"{entry.name}.failed.json", json.dumps({"reason": str(err)}))
+        return entry.name, 0, 0.0, str(err)
+    frames = video.frames
+    tmp = parts / f"{entry.name}.h5.tmp-{os.getpid()}"
+    with h5py.File(tmp, "w") as f:
+        # Raw parts keep the serial packing step a plain copy; when the output is compressed the
+        # user cares about disk space, so the parts get the cheap lzf too.
+        if compress:
+            f.create_dataset("frames", data=frames, chunks=frame_chunks(*frames.shape[1:3], min(8, len(frames))),
+                             **compression_args("lzf"))
+        else:
+            f.create_dataset("frames", data=frames)
+        f.attrs["native_fps"] = video.native_fps
+    os.replace(tmp, parts / f"{entry.name}.h5")
+    return entry.name, len(frames), video.native_fps, ""
+
+
+def _stage_job(job: tuple) -> tuple[str, int, float, str]:
+    return stage_video(*job)
+
+
+def _prepare_staging(parts: Path, args: dict, restart: bool) -> None:
+    # Parts do not depend on the output's compression: a resume may change it.
+    args = {k: v for k, v in args.items() if k != "compression"}
+    args_path = parts / "args.json"
+    if restart and parts.exists():
+        shutil.rmtree(parts)
+    if parts.exists() and args_path.is_file():
+        previous = json.loads(args_path.read_text())
+        if previous != args:
+            changed = ", ".join(f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in args.items() if previous.get(k) != v)
+            raise BadInputError(
+                f"{parts} holds an interrupted run with other arguments ({changed}); run again with the same "
+                "arguments to resume it, or pass --restart to discard it")
+    parts.mkdir(parents=True, exist_ok=True)
+    for leftover in parts.glob("*.tmp-*"):  # half-written parts of a killed run
+        leftover.unlink(missing_ok=True)
+    _atomic_write_text(args_path, json.dumps(args, indent=1))
+
+
+def _staged_result(parts: Path, name: str) -> tuple[str, int, float, str] | None:
+    """What an earlier run left for this video, or None when it still has to be decoded."""
+    failed = parts / f"{name}.failed.json"
+    if failed.is_file():
+        return name, 0, 0.0, json.loads(failed.read_text())["reason"]
+    part = parts / f"{name}.h5"
+    if part.is_file():
+        with h5py.File(part, "r") as f:
+            return name, int(f["frames"].shape[0]), float(f.attrs["native_fps"]), ""
+    return None
+
+
+# ----------------------------------------------------------------------------- the whole job
+
+def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = "all", fold: int = 1,
+                   resolution: int = 256, fps: float | None = None, max_frames: int | None = None,
+                   workers: int = 1, compression: str = "none", restart: bool = False,
+                   progress: Progress | None = None) -> PrepareReport:
+    """Decode a UCF-101 split into `out` (see the module docstring for the crash-safety scheme)."""
+    start_time = time.perf_counter()
+    out = Path(out)
+    if resolution < 8:
+        raise BadInputError(f"--resolution must be at least 8 pixels, got {resolution}")
+    if fps is not None and fps <= 0:
+        raise BadInputError(f"--fps must be positive, got {fps}")
+    if max_frames is not None and max_frames < 1:
+        raise BadInputError(f"--max-frames must be at least 1, got {max_frames}")
+    if workers < 1:
+        raise BadInputError(f"--workers must be at least 1, got {workers}")
+    compression_args(compression)
+    entries, class_names = list_videos(src, split, fold)
+    if not entries:
+        raise BadInputError(f"the {split} split of fold {fold} lists no videos")
+    args = {"format": STAGING_FORMAT, "source": str(Path(src).expanduser().resolve()), "split": split,
+            "fold": fold, "resolution": resolution, "fps": fps, "max_frames": max_frames,
+            "compression": compression}
+    report = PrepareReport(out)
+    parts = staging_dir(out)
+
+    if not restart and _is_up_to_date(out, args):
+        shutil.rmtree(parts, ignore_errors=True)  # a run killed right after its rename
+        store = VideoStore(out)
+        report.videos, report.frames, report.up_to_date = len(store), int(store.lengths.sum()), True
+        report.failed = [(d["name"], d["reason"]) for d in json.loads(store.attrs.get("failed", "[]"))]
+        store.close()
+        report.seconds = time.perf_counter() - start_time
+        return report
+
+    _prepare_staging(parts, args, restart)
+    results: dict[str, tuple[str, int, float, str]] = {}
+    pending = []
+    for entry in entries:
+        staged = _staged_result(parts, entry.name)
+        if staged is None:
+            pending.append(entry)
+        else:
+            results[entry.name] = staged
+    report.reused = len(results)
+    total = len(entries)
+    if progress:
+        progress("decode", len(results), total)
+
+    # Pack in split-list order while the workers decode: the main process is idle otherwise, and
+    # the order (so the file) does not depend on which worker finishes first.
+    writer = VideoStoreWriter(out, resolution, resolution, compression)
+    packed = 0
+
+    def pack_ready() -> None:
+        nonlocal packed
+        while packed < total and entries[packed].name in results:
+            entry = entries[packed]
+            if not results[entry.name][3]:
+                with h5py.File(parts / f"{entry.name}.h5", "r") as f:
+                    writer.append(f["frames"][...], label=entry.label, name=entry.name, group=entry.group)
+            packed += 1
+            if progress:
+                progress("pack", packed, total)
+
+    try:
+        pack_ready()
+        jobs = [(entry, parts, resolution, fps, max_frames, compression != "none") for entry in pending]
+        for result in _run_jobs(jobs, workers):
+            results[result[0]] = result
+            report.decoded += 1
+            if progress:
+                progress("decode", len(results), total)
+            pack_ready()
+        report.failed = [(e.name, results[e.name][3]) for e in entries if results[e.name][3]]
+        good = [e for e in entries if not results[e.name][3]]
+        if not good:
+            raise HPDMError(f"none of the {total} videos could be decoded; first error: {report.failed[0][1]}")
+        native = Counter(round(results[e.name][2], 3) for e in good).most_common(1)[0][0]
+        writer.finish(class_names, fps=fps or native, split=split, fold=fold, source="ucf101",
+                      prepare_args=json.dumps(args, sort_keys=True),
+                      failed=json.dumps([{"name": n, "reason": r} for n, r in report.failed]),
+                      max_frames=max_frames or 0)
+    except BaseException:
+        writer.abort()
+        raise
+    shutil.rmtree(parts, ignore_errors=True)
+    report.videos = len(good)
+    report.frames = sum(results[e.name][1] for e in good)
+    report.seconds = time.perf_counter() - start_time
+    return report
+
+
+def _run_jobs(jobs: list[tuple], workers: int):
+    """Yield stage results as they finish; in-process for one worker, else a process pool."""
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _stage_job(job)
+        return
+    # fork starts workers at once, but is only safe while the parent has no other threads (a lock
+    # held by one would stay locked in the child); otherwise spawn, which re-imports the main module.
+    single_threaded = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if single_threaded else "spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(_stage_job, job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _is_up_to_date(out: Path, args: dict) -> bool:
+    if not out.is_file():
+        return False
+    try:
+        store = VideoStore(out)
+    except HPDMError:
+        return False
+    try:
+        return store.attrs.get("prepare_args") == json.dumps(args, sort_keys=True)
+    finally:
+        store.close()

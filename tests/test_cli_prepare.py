@@ -1,0 +1,89 @@
+"""`hpdm prepare ucf101|synthetic` and `hpdm info`: output streams and exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+from hpdm_cli.app import main
+from test_ucf101 import CORRUPT, VIDEOS, build_mini_ucf101
+
+
+def hpdm(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the real entry point in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["hpdm", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, " ".join(err.split())  # Rich wraps messages at the terminal width
+
+
+def test_synthetic_then_info(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "syn.h5"
+    code, stdout, _ = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(out), "--num-videos", "5",
+                           "--frames", "6", "--resolution", "16", "--classes", "3", "--seed", "2")
+    assert code == 0 and "videos" in stdout
+    code, stdout, _ = hpdm(monkeypatch, capsys, "info", str(out), "--json")
+    summary = json.loads(stdout)
+    assert code == 0
+    assert {k: summary[k] for k in ("videos", "frames", "classes", "resolution", "fps", "split")} == {
+        "videos": 5, "frames": 30, "classes": 3, "resolution": [16, 16], "fps": 8.0, "split": "all"}
+
+
+def test_ucf101_reports_skipped_video(tmp_path, monkeypatch, capsys):
+    src = build_mini_ucf101(tmp_path / "ucf")
+    out = tmp_path / "ucf.h5"
+    code, stdout, stderr = hpdm(monkeypatch, capsys, "prepare", "ucf101", str(src), "--out", str(out),
+                                "--resolution", "16", "--workers", "1", "--split", "train", "--max-frames", "3",
+                                "--compression", "lzf", "--json")
+    result = json.loads(stdout)
+    assert code == 0 and CORRUPT in stderr and "skipped" in stderr
+    assert result["failed"][0]["name"] == CORRUPT and result["videos"] == 5 and result["decoded"] == 6
+    with h5py.File(out) as f:
+        assert f["frames"].compression == "lzf" and f["frames"].shape == (15, 16, 16, 3)
+    code, stdout, _ = hpdm(monkeypatch, capsys, "info", str(out), "--json")
+    assert code == 0 and json.loads(stdout)["unreadable_skipped"] == 1
+    assert len(VIDEOS) == 9
+
+
+def test_bad_input_exit_codes(tmp_path, monkeypatch, capsys):
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "ucf101", str(tmp_path / "nope"), "--out",
+                           str(tmp_path / "x.h5"))
+    assert code == 2 and "does not exist" in stderr and "Traceback" not in stderr
+    src = build_mini_ucf101(tmp_path / "ucf")
+    (src / "ucfTrainTestlist" / "classInd.txt").write_text("1 ApplyEyeMakeup\n")
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "ucf101", str(src), "--out", str(tmp_path / "x.h5"))
+    assert code == 2 and "classInd.txt" in stderr
+    code, _, _ = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(tmp_path / "s.h5"),
+                      "--classes", "99")
+    assert code == 2
+    code, _, stderr = hpdm(monkeypatch, capsys, "info", str(tmp_path / "missing.h5"))
+    assert code == 3 and "hpdm prepare" in stderr
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = [1, 2, 3]
+    code, _, stderr = hpdm(monkeypatch, capsys, "info", str(tmp_path / "other.h5"))
+    assert code == 2 and "missing" in stderr
+    (tmp_path / "text.h5").write_text("not hdf5")
+    assert hpdm(monkeypatch, capsys, "info", str(tmp_path / "text.h5"))[0] == 2
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run([sys.executable, "-m", "hpdm_cli", "info", str(tmp_path / "missing.h5")],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 3 and "does not exist" in " ".join(result.stderr.split()) and result.stdout == ""
+
+
+@pytest.mark.parametrize("flag", ["--split", "--compression"])
+def test_choices_are_checked_by_the_parser(tmp_path, monkeypatch, capsys, flag):
+    code, _, _ = hpdm(monkeypatch, capsys, "prepare", "ucf101", str(tmp_path), "--out", str(tmp_path / "x.h5"),
+                      flag, "bogus")
+    assert code == 2
