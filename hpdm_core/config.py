@@ -123,6 +123,12 @@ def _paper(latent_dim: int, steps: int) -> Config:
     """HPDM-S/M/L of the paper's Table 7 (UCF-101, 16x64x64 patches, 64x256x256 target)."""
     cfg = Config()
     cfg.model.latent_dim = latent_dim
+    # The paper gives neither the per-block depth nor the MLP width. 4 latent layers per block (RIN's
+    # choice) with 8x MLPs lands within 7 % of its 178M/321M/725M. With 4x MLPs no depth gets all
+    # three within 15 %: the paper's counts imply a larger part that does not grow with the latent
+    # width (tests/test_param_counts.py).
+    cfg.model.latent_layers = 4
+    cfg.model.mlp_ratio = 8.0
     cfg.train.steps = steps
     return cfg
 
@@ -132,8 +138,9 @@ def _tiny() -> Config:
     cfg = Config()
     m = cfg.model
     m.patch, m.token = [8, 16, 16], [1, 4, 4]
-    m.interface_dim, m.latent_dim, m.num_latents = 96, 128, 32
-    m.latent_layers, m.head_dim, m.fourier_features = 2, 32, 8
+    # About 22 GFLOP per training step of 16 clips: well under half a second on 2 CPU cores.
+    m.interface_dim, m.latent_dim, m.num_latents = 96, 128, 16
+    m.latent_layers, m.head_dim, m.fourier_features, m.mlp_ratio = 2, 32, 8, 2.0
     m.num_classes = 8
     t = cfg.train
     t.batch_size, t.lr, t.warmup_steps, t.steps = 16, 2e-3, 100, 1500

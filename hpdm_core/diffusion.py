@@ -1,0 +1,114 @@
+"""EDM preconditioning with v-prediction, per-level noise, the hierarchy loss, guidance (DESIGN.md, Diffusion).
+
+D(x; sigma) = c_skip * x + c_out * F(c_in * x; c_noise) with EDM's coefficients (Karras et al. 2022).
+Training F towards (x - c_skip * x_noisy) / c_out with unit weight is EDM's weighted denoising loss
+(lambda = 1 / c_out**2) and, for sigma_data-scaled data, a v-prediction target. Level l draws its own
+sigma around a mean shifted by l * ln(1 / level_input_scale): higher levels, whose neighbouring pixels
+are more correlated, see more noise (the paper's exponentially smaller input scaling).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from hpdm_core.config import DiffusionConfig
+from hpdm_core.model.hpdm import HPDM, ContextCache
+
+
+def _randn(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Normal draws from `generator` (on its own device) moved to `device`."""
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source).to(device)
+
+
+def _rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    source = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=source).to(device)
+
+
+def level_sigma_scale(level: int, cfg: DiffusionConfig) -> float:
+    """How much more noise level l sees than level 0: (1 / level_input_scale) ** l."""
+    return (1.0 / cfg.level_input_scale) ** level
+
+
+def sample_sigmas(batch: int, num_levels: int, cfg: DiffusionConfig, generator: torch.Generator | None = None,
+                  device=None) -> torch.Tensor:
+    """Training noise levels [batch, num_levels]: ln sigma_l ~ N(P_mean + l ln(1/s), P_std^2), independent."""
+    shift = torch.tensor([math.log(level_sigma_scale(level, cfg)) for level in range(num_levels)], device=device)
+    return (cfg.p_mean + shift + cfg.p_std * _randn((batch, num_levels), generator, device)).exp()
+
+
+def sampling_sigmas(num_steps: int, level: int, cfg: DiffusionConfig, device=None) -> torch.Tensor:
+    """EDM's rho schedule from sigma_max to sigma_min, scaled for level l, with a final 0: [num_steps + 1]."""
+    i = torch.arange(num_steps, dtype=torch.float64)
+    ramp = i / max(num_steps - 1, 1)
+    lo, hi = cfg.sigma_min ** (1 / cfg.rho), cfg.sigma_max ** (1 / cfg.rho)
+    sigmas = (hi + ramp * (lo - hi)) ** cfg.rho * level_sigma_scale(level, cfg)
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).to(device=device, dtype=torch.float32)
+
+
+def context_sigma(level: int, cfg: DiffusionConfig) -> float:
+    """Noise level given to a generated (clean) lower level when it serves as context at inference."""
+    return cfg.sigma_min * level_sigma_scale(level, cfg)
+
+
+def preconditioning(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, ...]:
+    """EDM's (c_skip, c_out, c_in, c_noise) for sigma of any shape."""
+    sigma = sigma.float()
+    total = sigma ** 2 + sigma_data ** 2
+    return sigma_data ** 2 / total, sigma * sigma_data / total.sqrt(), total.rsqrt(), sigma.log() / 4
+
+
+def guided(d_cond: torch.Tensor, d_uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance: w = 1 is purely conditional, w = 0 unconditional."""
+    return d_uncond + w * (d_cond - d_uncond)
+
+
+def _per_pixel(c: torch.Tensor) -> torch.Tensor:
+    """[B, n] coefficients -> [B, n, 1, 1, 1, 1] to broadcast over [B, n, C, f, h, w]."""
+    return c.reshape(*c.shape, 1, 1, 1, 1)
+
+
+class Denoiser(nn.Module):
+    """D(x_noisy; sigma) around HPDM; sigma is per (sample, level): [B, n]."""
+
+    def __init__(self, model: HPDM, cfg: DiffusionConfig, num_classes: int):
+        super().__init__()
+        self.model, self.cfg, self.num_classes = model, cfg, num_classes
+        self.geometry = model.geometry
+
+    def forward(self, x_noisy: torch.Tensor, sigma: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
+                context: ContextCache | None = None) -> torch.Tensor:
+        c_skip, c_out, c_in, c_noise = preconditioning(sigma, self.cfg.sigma_data)
+        out = self.model(_per_pixel(c_in) * x_noisy, c_noise, offsets, labels, context=context)
+        return _per_pixel(c_skip) * x_noisy + _per_pixel(c_out) * out.float()
+
+    def encode_context(self, x: torch.Tensor, sigma: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
+                       offload: bool = False) -> ContextCache:
+        _, _, c_in, c_noise = preconditioning(sigma, self.cfg.sigma_data)
+        return self.model.encode_context(_per_pixel(c_in) * x, c_noise, offsets, labels, offload=offload)
+
+
+def drop_labels(labels: torch.Tensor, num_classes: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each label by the null class (index num_classes) with probability p."""
+    drop = _rand(labels.shape, generator, labels.device) < p
+    return torch.where(drop, torch.full_like(labels, num_classes), labels)
+
+
+def hierarchy_loss(denoiser: Denoiser, patches: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint denoising loss of a patch chain [B, n, C, f, h, w]: (mean over levels, per-level losses [n] detached)."""
+    cfg, device = denoiser.cfg, patches.device
+    b, n = patches.shape[:2]
+    sigma = sample_sigmas(b, n, cfg, generator, device)
+    x_noisy = patches + _per_pixel(sigma) * _randn(patches.shape, generator, device)
+    labels = drop_labels(labels, denoiser.num_classes, cfg.label_dropout, generator)
+    c_skip, c_out, c_in, c_noise = preconditioning(sigma, cfg.sigma_data)
+    c_skip, c_out, c_in = _per_pixel(c_skip), _per_pixel(c_out), _per_pixel(c_in)
+    out = denoiser.model(c_in * x_noisy, c_noise, offsets, labels)
+    target = (patches - c_skip * x_noisy) / c_out
+    per_level = (out.float() - target).square().mean(dim=(0, 2, 3, 4, 5))
+    return per_level.mean(), per_level.detach()

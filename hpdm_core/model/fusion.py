@@ -1,0 +1,77 @@
+"""Context fusion between pyramid levels (DESIGN.md, Network; paper Eq. 7-9).
+
+Deep: before every block, each level l >= 1 grid-samples the block-input activations of every lower
+level at its own tokens' positions (Eq. 8), averages them and projects concat[a_l, ctx_l, coords_l]
+back to the interface width. Shallow: a cascade-style baseline that only concatenates the previous
+level's RGB patch, resampled at the current level's pixels, to the network input.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from hpdm_core.pyramid import PatchGeometry, context_grid
+
+
+def context_grids(offsets: torch.Tensor, geometry: PatchGeometry, token: tuple[int, int, int],
+                  levels: range) -> dict[int, torch.Tensor]:
+    """For each level l in `levels` (l >= 1): grids [B, l, gf, gh, gw, 3] locating l's tokens in levels 0..l-1."""
+    return {level: torch.stack([context_grid(offsets, level, k, geometry, token) for k in range(level)], 1)
+            for level in levels if level >= 1}
+
+
+def sample_context(lower: torch.Tensor, grid: torch.Tensor, token_grid: tuple[int, int, int]) -> torch.Tensor:
+    """Mean over k of trilinear samples of lower [B, l, N, D] at grid [B, l, gf, gh, gw, 3] -> [B, N, D]."""
+    b, l = lower.shape[:2]
+    volume = rearrange(lower, "b l (f h w) d -> (b l) d f h w", f=token_grid[0], h=token_grid[1], w=token_grid[2])
+    # mode "bilinear" on a 5-D input is trilinear; border padding keeps edge tokens from fading to zero.
+    sampled = F.grid_sample(volume, grid.flatten(0, 1).to(volume.dtype), mode="bilinear",
+                            padding_mode="border", align_corners=False)
+    return rearrange(sampled, "(b l) d f h w -> b l (f h w) d", b=b, l=l).mean(1)
+
+
+class DeepFusion(nn.Module):
+    """One per block, shared by all levels: Linear(concat[a_l, ctx_l, coords_l]) -> a_l."""
+
+    def __init__(self, dim: int, use_coords: bool, detach_context: bool):
+        super().__init__()
+        self.use_coords, self.detach_context = use_coords, detach_context
+        self.proj = nn.Linear(2 * dim + (3 if use_coords else 0), dim)
+
+    def reset_parameters(self) -> None:
+        # Identity on a_l, zeros on ctx and coords: at initialisation fusion passes a_l through
+        # unchanged, so the untrained context cannot disturb early training; the context weights
+        # receive gradient from the first step on and open the path gradually.
+        dim = self.proj.out_features
+        with torch.no_grad():
+            self.proj.weight.zero_()
+            self.proj.weight[:, :dim].copy_(torch.eye(dim))
+            self.proj.bias.zero_()
+
+    def forward(self, acts: torch.Tensor, lower: torch.Tensor, grid: torch.Tensor, coords: torch.Tensor | None,
+                token_grid: tuple[int, int, int]) -> torch.Tensor:
+        """Fuse acts [B, N, D] of level l with the lower levels' block inputs [B, l, N, D]."""
+        if self.detach_context:
+            lower = lower.detach()
+        parts = [acts, sample_context(lower, grid, token_grid).to(acts.dtype)]
+        if self.use_coords:
+            parts.append(coords.to(acts.dtype))
+        return self.proj(torch.cat(parts, -1))
+
+
+def shallow_context(previous: torch.Tensor, offsets: torch.Tensor, level: int,
+                    geometry: PatchGeometry) -> torch.Tensor:
+    """Level l-1's patch [B, C, f, h, w] resampled at level l's pixel centres (Eq. 8): [B, C, f, h, w]."""
+    grid = context_grid(offsets, level, level - 1, geometry, (1, 1, 1))
+    return F.grid_sample(previous, grid.to(previous.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)
+
+
+def shallow_inputs(x: torch.Tensor, offsets: torch.Tensor, geometry: PatchGeometry) -> torch.Tensor:
+    """x [B, n, C, f, h, w] -> [B, n, 2C, ...]: each level with its parent's pixels (zeros for level 0)."""
+    extra = [torch.zeros_like(x[:, 0])] + [shallow_context(x[:, level - 1], offsets, level, geometry)
+                                            for level in range(1, x.shape[1])]
+    return torch.cat([x, torch.stack(extra, 1)], 2)

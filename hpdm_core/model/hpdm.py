@@ -1,0 +1,231 @@
+"""The HPDM network: a RIN that denoises a chain of nested patches jointly (DESIGN.md, Network).
+
+Levels are folded into the batch: interface activations a [B, n, N, D], latents z [B, n, M+3, Dl]
+(M learned latents of the level plus noise-level, pyramid-level and class tokens). Block b only
+touches levels < levels_per_block[b] (adaptive computation); before it, deep context fusion feeds
+each processed level l >= 1 with its lower levels' block inputs. Information flows only upwards, so
+level k's output never depends on a level above k, which is what makes inference caching exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+from hpdm_core.config import ModelConfig
+from hpdm_core.model.fusion import DeepFusion, context_grids, shallow_context, shallow_inputs
+from hpdm_core.model.layers import MLP, FourierFeatures, init_weights
+from hpdm_core.model.rin import RINBlock
+from hpdm_core.pyramid import PatchGeometry, token_centres, token_grid
+
+EXTRA_LATENTS = 3  # noise level, pyramid level, class
+
+
+@dataclass
+class ContextCache:
+    """What level `level` needs from its fixed lower levels 0..level-1, computed once per chain.
+
+    acts[b] holds the block-b inputs [B, level, N, D] of the lower levels (None for blocks that do not
+    process level `level`); pixels holds level-1's network input [B, C, f, h, w] for shallow fusion.
+    With offload the tensors live on the CPU and are moved to the device block by block.
+    """
+
+    level: int
+    acts: list[torch.Tensor | None] = field(default_factory=list)
+    pixels: torch.Tensor | None = None
+    offload: bool = False
+
+    def block(self, index: int, device: torch.device) -> torch.Tensor | None:
+        acts = self.acts[index]
+        return None if acts is None else acts.to(device, non_blocking=True)
+
+    @property
+    def batch_size(self) -> int:
+        tensors = [t for t in self.acts if t is not None] + ([self.pixels] if self.pixels is not None else [])
+        return tensors[0].shape[0] if tensors else 0
+
+    def select(self, rows: torch.Tensor | slice) -> "ContextCache":
+        """The cache of a subset of the batch (e.g. one tile batch)."""
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return ContextCache(self.level, [pick(t) for t in self.acts], pick(self.pixels), self.offload)
+
+    def nbytes(self) -> int:
+        tensors = [t for t in self.acts if t is not None] + ([self.pixels] if self.pixels is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _store(tensor: torch.Tensor, offload: bool) -> torch.Tensor:
+    if not offload:
+        return tensor
+    tensor = tensor.to("cpu")
+    return tensor.pin_memory() if torch.cuda.is_available() else tensor
+
+
+class HPDM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.geometry = PatchGeometry.from_config(cfg)
+        self.token = tuple(int(t) for t in cfg.token)
+        self.token_grid = token_grid(self.geometry, self.token)
+        self.levels_per_block = [int(n) for n in cfg.levels_per_block]
+        self.fusion = cfg.fusion
+        num_tokens = self.token_grid[0] * self.token_grid[1] * self.token_grid[2]
+        pixels_per_token = self.token[0] * self.token[1] * self.token[2]
+        in_channels = cfg.channels * (2 if cfg.fusion == "shallow" else 1)
+        dim, latent_dim = cfg.interface_dim, cfg.latent_dim
+
+        # Interface: pixels of a token cube -> D, plus where the token sits in its patch and in the video.
+        self.tokenizer = nn.Linear(in_channels * pixels_per_token, dim)
+        self.position = nn.Parameter(torch.zeros(num_tokens, dim))
+        if cfg.use_coords:
+            # Frequencies up to the Nyquist rate of the finest level's token grid.
+            finest = max(r // t for r, t in zip(cfg.target, self.token))
+            self.coord_features = FourierFeatures(cfg.fourier_features, 0.5, max(0.5, finest / 2))
+            self.coord_proj = nn.Linear(6 * cfg.fourier_features, dim)
+
+        # Latents: one learned set per level, plus conditioning tokens.
+        self.latents = nn.Parameter(torch.zeros(cfg.num_levels, cfg.num_latents, latent_dim))
+        self.noise_features = FourierFeatures(latent_dim // 2, 0.1, 20.0)  # c_noise = ln(sigma)/4 ~ [-2, 2]
+        self.noise_mlp = MLP(2 * (latent_dim // 2), 1.0, out_dim=latent_dim)
+        self.level_embedding = nn.Embedding(cfg.num_levels, latent_dim)
+        self.class_embedding = nn.Embedding(cfg.num_classes + 1, latent_dim)  # last row: the null class
+
+        self.blocks = nn.ModuleList(RINBlock(dim, latent_dim, cfg.latent_layers, cfg.head_dim, cfg.mlp_ratio)
+                                    for _ in range(cfg.num_blocks))
+        if cfg.fusion == "deep":
+            self.fusions = nn.ModuleList(DeepFusion(dim, cfg.use_coords, cfg.detach_context)
+                                         for _ in range(cfg.num_blocks))
+        self.out_norm = nn.LayerNorm(dim)
+        self.detokenizer = nn.Linear(dim, cfg.channels * pixels_per_token)
+
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.position, std=0.02)
+        nn.init.trunc_normal_(self.latents, std=0.02)
+        for fusion in getattr(self, "fusions", []):
+            fusion.reset_parameters()
+
+    # ------------------------------------------------------------------ pieces
+
+    def embed(self, x: torch.Tensor, noise_cond: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
+              first_level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs of levels first_level.. (offsets: the chain from level 0) -> (a, z, coords [B, n, N, 3])."""
+        b, n = x.shape[:2]
+        tf, th, tw = self.token
+        tokens = rearrange(x, "b n c (f tf) (h th) (w tw) -> b n (f h w) (tf th tw c)", tf=tf, th=th, tw=tw)
+        a = self.tokenizer(tokens) + self.position
+        coords = token_centres(offsets, self.geometry, self.token)[:, first_level:first_level + n]
+        if self.cfg.use_coords:
+            a = a + self.coord_proj(self.coord_features(coords))
+
+        levels = torch.arange(first_level, first_level + n, device=x.device)
+        conditioning = torch.stack([
+            self.noise_mlp(self.noise_features(noise_cond.unsqueeze(-1).float())),
+            self.level_embedding(levels).expand(b, n, -1),
+            self.class_embedding(labels).unsqueeze(1).expand(b, n, -1),
+        ], 2)
+        z = torch.cat([self.latents[levels].expand(b, -1, -1, -1), conditioning.to(self.latents.dtype)], 2)
+        return a, z, coords
+
+    def detokenize(self, a: torch.Tensor) -> torch.Tensor:
+        (gf, gh, gw), (tf, th, tw) = self.token_grid, self.token
+        pixels = self.detokenizer(self.out_norm(a))
+        return rearrange(pixels, "b n (f h w) (tf th tw c) -> b n c (f tf) (h th) (w tw)",
+                         f=gf, h=gh, w=gw, tf=tf, th=th, tw=tw)
+
+    def run_block(self, index: int, a: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block `index` on levels folded into the batch: a [B, m, N, D], z [B, m, M', Dl]."""
+        b, m = a.shape[:2]
+        a, z = self.blocks[index](a.flatten(0, 1), z.flatten(0, 1))
+        return a.unflatten(0, (b, m)), z.unflatten(0, (b, m))
+
+    def processed_levels(self, index: int, num_levels: int) -> int:
+        """How many of a chain's lowest num_levels levels block `index` processes."""
+        return min(self.levels_per_block[index], num_levels)
+
+    # ------------------------------------------------------------------ full chain
+
+    def _run(self, x, noise_cond, offsets, labels, keep_context: bool = False, offload: bool = False):
+        n = x.shape[1]
+        offsets = offsets[:, :n]
+        if self.fusion == "shallow":
+            x = shallow_inputs(x, offsets, self.geometry)
+        a, z, coords = self.embed(x, noise_cond, offsets, labels)
+        grids = context_grids(offsets, self.geometry, self.token, range(1, n)) if self.fusion == "deep" else {}
+        kept = []
+        for index in range(len(self.blocks)):
+            m = self.processed_levels(index, n)
+            # The cache for level n keeps the inputs of the blocks that would process level n.
+            kept.append(_store(a, offload) if keep_context and self.levels_per_block[index] > n else None)
+            if keep_context and index == len(self.blocks) - 1:
+                break  # the last block's outputs are never context
+            inputs = a[:, :m]
+            if self.fusion == "deep" and m > 1:
+                # Every level is fused from the block *inputs* of its lower levels (Eq. 7/9: a^{b-1}).
+                inputs = torch.stack([inputs[:, 0]] + [
+                    self.fusions[index](inputs[:, level], inputs[:, :level], grids[level], coords[:, level],
+                                        self.token_grid) for level in range(1, m)], 1)
+            a_new, z_new = self.run_block(index, inputs, z[:, :m])
+            a, z = torch.cat([a_new, a[:, m:]], 1), torch.cat([z_new, z[:, m:]], 1)
+        return a, kept
+
+    def forward(self, x: torch.Tensor, noise_cond: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
+                context: ContextCache | None = None) -> torch.Tensor:
+        """Raw network output F, same shape as x [B, n, C, f, h, w] (see the module docstring).
+
+        With `context` (from encode_context over levels 0..l-1), x, noise_cond hold only level l and
+        offsets the whole chain [B, l+1, 3].
+        """
+        if context is not None:
+            return self._forward_cached(x, noise_cond, offsets, labels, context)
+        if offsets.shape[1] < x.shape[1] or noise_cond.shape[:2] != x.shape[:2]:
+            raise ValueError(f"x has {x.shape[1]} levels but noise_cond is {list(noise_cond.shape)} "
+                             f"and offsets {list(offsets.shape)}")
+        a, _ = self._run(x, noise_cond, offsets, labels)
+        return self.detokenize(a)
+
+    # ------------------------------------------------------------------ caching
+
+    def _empty_cache(self, offload: bool) -> ContextCache:
+        return ContextCache(0, [None] * len(self.blocks), None, offload)
+
+    def encode_context(self, x: torch.Tensor, noise_cond: torch.Tensor, offsets: torch.Tensor,
+                       labels: torch.Tensor, offload: bool = False) -> ContextCache:
+        """Run the fixed lower levels 0..l-1 (x [B, l, ...]) once and keep what level l needs."""
+        level = x.shape[1]
+        if level == 0:
+            return self._empty_cache(offload)
+        pixels = None
+        if self.fusion == "shallow":
+            pixels = _store(x[:, -1], offload)
+        acts = [None] * len(self.blocks)
+        if self.fusion == "deep":
+            _, acts = self._run(x, noise_cond, offsets, labels, keep_context=True, offload=offload)
+            acts = [None if t is None else t[:, :level] for t in acts]
+        return ContextCache(level, acts, pixels, offload)
+
+    def _forward_cached(self, x, noise_cond, offsets, labels, context: ContextCache) -> torch.Tensor:
+        level = context.level
+        if x.shape[1] != 1 or offsets.shape[1] != level + 1:
+            raise ValueError(f"a cached forward takes the top level only (x with 1 level, got {x.shape[1]}) "
+                             f"and offsets of the whole chain ({level + 1} levels, got {offsets.shape[1]})")
+        offsets = offsets[:, :level + 1]
+        if self.fusion == "shallow":
+            parent = (torch.zeros_like(x[:, 0]) if level == 0 else
+                      shallow_context(context.pixels.to(x.device, non_blocking=True).to(x.dtype), offsets, level,
+                                      self.geometry))
+            x = torch.cat([x, parent.unsqueeze(1)], 2)
+        a, z, coords = self.embed(x, noise_cond, offsets, labels, first_level=level)
+        deep = self.fusion == "deep" and level >= 1
+        grid = context_grids(offsets, self.geometry, self.token, range(level, level + 1))[level] if deep else None
+        for index in range(len(self.blocks)):
+            if self.levels_per_block[index] <= level:
+                continue  # this block leaves level `level` unchanged
+            if deep:
+                lower = context.block(index, a.device)
+                a = self.fusions[index](a[:, 0], lower, grid, coords[:, 0], self.token_grid).unsqueeze(1)
+            a, z = self.run_block(index, a, z)
+        return self.detokenize(a)

@@ -1,0 +1,59 @@
+"""Building blocks: attention on top of scaled_dot_product_attention, MLP, Fourier embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+
+class Attention(nn.Module):
+    """Multi-head attention of `queries` over `keys` (self-attention when keys is None).
+
+    The inner width equals the query width, so the output lands back in the query stream. SDPA picks
+    flash / memory-efficient kernels on CUDA and a fused math kernel on CPU.
+    """
+
+    def __init__(self, dim: int, head_dim: int, context_dim: int | None = None):
+        super().__init__()
+        self.heads = dim // head_dim
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        keys = queries if keys is None else keys
+        q = rearrange(self.q(queries), "b s (h d) -> b h s d", h=self.heads)
+        k, v = rearrange(self.kv(keys), "b s (two h d) -> two b h s d", two=2, h=self.heads)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.out(rearrange(out, "b h s d -> b s (h d)"))
+
+
+class MLP(nn.Sequential):
+    def __init__(self, dim: int, ratio: float, out_dim: int | None = None):
+        hidden = int(dim * ratio)
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim or dim))
+
+
+class FourierFeatures(nn.Module):
+    """sin/cos of coordinates at geometrically spaced fixed frequencies: [..., A] -> [..., 2 * A * n]."""
+
+    def __init__(self, num_frequencies: int, min_freq: float, max_freq: float):
+        super().__init__()
+        freqs = torch.exp(torch.linspace(math.log(min_freq), math.log(max_freq), num_frequencies))
+        self.register_buffer("freqs", 2 * math.pi * freqs, persistent=False)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        angles = (coords.unsqueeze(-1) * self.freqs).flatten(-2)
+        return torch.cat([angles.sin(), angles.cos()], -1)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Truncated-normal linear and embedding weights (ViT/RIN convention), zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,237 @@
+"""The HPDM network: adaptive computation, deep context fusion, coarse-to-fine flow, caching."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from hpdm_core.config import Config, preset
+from hpdm_core.model import HPDM, ContextCache, build_denoiser
+from hpdm_core.model.fusion import DeepFusion
+from hpdm_core.pyramid import PatchGeometry, context_grid, sample_nested_offsets
+
+FUSIONS = ["deep", "shallow", "none"]
+
+
+def small_config(fusion="deep", levels_per_block=(1, 2, 3, 3), **overrides) -> Config:
+    cfg = Config()
+    m = cfg.model
+    m.patch, m.token, m.num_levels = [2, 8, 8], [1, 4, 4], 3
+    m.interface_dim, m.latent_dim, m.num_latents, m.latent_layers, m.head_dim = 32, 32, 4, 1, 16
+    m.mlp_ratio, m.fourier_features, m.num_classes = 2.0, 4, 5
+    m.num_blocks, m.levels_per_block, m.fusion = len(levels_per_block), list(levels_per_block), fusion
+    for key, value in overrides.items():
+        setattr(m, key, value)
+    return cfg.validate()
+
+
+def open_context_path(model: HPDM) -> None:
+    """Random fusion weights: at initialisation the context path is closed by design (identity init)."""
+    g = torch.Generator().manual_seed(7)
+    for fusion in getattr(model, "fusions", []):
+        with torch.no_grad():
+            fusion.proj.weight.copy_(torch.randn(fusion.proj.weight.shape, generator=g) * 0.2)
+
+
+def make_model(cfg: Config, dtype=torch.float64) -> HPDM:
+    model = HPDM(cfg.model).to(dtype)
+    open_context_path(model)
+    return model
+
+
+def make_inputs(cfg: Config, batch=2, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    m = cfg.model
+    x = torch.randn(batch, m.num_levels, m.channels, *m.patch, generator=g, dtype=dtype)
+    noise_cond = torch.randn(batch, m.num_levels, generator=g, dtype=dtype)
+    offsets = sample_nested_offsets(batch, PatchGeometry.from_config(m), g)
+    labels = torch.randint(0, m.num_classes + 1, (batch,), generator=g)
+    return x, noise_cond, offsets, labels
+
+
+def reference_forward(model: HPDM, x, noise_cond, offsets, labels):
+    """A plain loop, one level at a time and written out from the paper: level l skips block b when
+    l >= levels_per_block[b]; otherwise its block input a_l is fused with the mean of the trilinear
+    samples of every lower level's block-b input, then the block runs on level l alone."""
+    cfg = model.cfg
+    grid_shape = model.token_grid
+    n = x.shape[1]
+    block_inputs = {}  # (level, block) -> [B, N, D]
+    outputs = []
+    for level in range(n):
+        a, z, coords = model.embed(x[:, level:level + 1], noise_cond[:, level:level + 1], offsets[:, :level + 1],
+                                   labels, first_level=level)
+        a, z, coords = a[:, 0], z[:, 0], coords[:, 0]
+        for b, block in enumerate(model.blocks):
+            if level >= model.levels_per_block[b]:
+                continue
+            block_inputs[level, b] = a
+            if cfg.fusion == "deep" and level > 0:
+                samples = []
+                for k in range(level):
+                    volume = rearrange(block_inputs[k, b], "b (f h w) d -> b d f h w", f=grid_shape[0],
+                                       h=grid_shape[1], w=grid_shape[2])
+                    grid = context_grid(offsets, level, k, model.geometry, model.token).to(x.dtype)
+                    sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=False)
+                    samples.append(rearrange(sampled, "b d f h w -> b (f h w) d"))
+                ctx = torch.stack(samples).mean(0)
+                a = model.fusions[b].proj(torch.cat([a, ctx, coords.to(x.dtype)], -1))
+            a, z = block(a, z)
+        outputs.append(model.detokenize(a.unsqueeze(1))[:, 0])
+    return torch.stack(outputs, 1)
+
+
+@pytest.mark.parametrize("levels_per_block", [(3, 3, 3, 3), (1, 2, 3, 3), (1, 1, 1, 3)])
+def test_forward_equals_a_plain_loop_over_levels(levels_per_block):
+    cfg = small_config("deep", levels_per_block)
+    model = make_model(cfg)
+    inputs = make_inputs(cfg)
+    out = model(*inputs)
+    assert out.shape == inputs[0].shape
+    torch.testing.assert_close(out, reference_forward(model, *inputs), atol=1e-10, rtol=1e-10)
+
+
+def test_adaptive_computation_changes_only_the_skipping_levels():
+    cfg_full, cfg_adaptive = small_config("deep", (3, 3, 3, 3)), small_config("deep", (1, 2, 3, 3))
+    model = make_model(cfg_full)
+    adaptive = HPDM(cfg_adaptive.model).double()
+    adaptive.load_state_dict(model.state_dict())
+    inputs = make_inputs(cfg_full)
+    full, skipped = model(*inputs), adaptive(*inputs)
+    torch.testing.assert_close(full[:, 0], skipped[:, 0], atol=0, rtol=0)  # level 0 goes through every block
+    assert (full[:, 2] - skipped[:, 2]).abs().max() > 1e-3
+
+
+def test_fusion_starts_as_identity():
+    fusion = DeepFusion(8, use_coords=True, detach_context=False)
+    fusion.reset_parameters()
+    a = torch.randn(2, 8, 8)
+    lower = torch.randn(2, 1, 8, 8)
+    grid = torch.rand(2, 1, 2, 2, 2, 3) * 2 - 1
+    torch.testing.assert_close(fusion(a, lower, grid, torch.rand(2, 8, 3), (2, 2, 2)), a)
+
+
+def top_level_gradient(cfg):
+    model = make_model(cfg)
+    x, noise_cond, offsets, labels = make_inputs(cfg)
+    x.requires_grad_(True)
+    model(x, noise_cond, offsets, labels)[:, -1].square().sum().backward()
+    return x.grad
+
+
+def test_top_level_loss_reaches_level_zero_through_deep_context():
+    grad = top_level_gradient(small_config("deep"))
+    assert grad[:, 0].abs().max() > 1e-6
+    assert grad[:, 1].abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("setting", [dict(fusion="deep", detach_context=True), dict(fusion="none")])
+def test_no_gradient_into_lower_levels_when_detached_or_unfused(setting):
+    cfg = small_config(**setting)
+    grad = top_level_gradient(cfg)
+    assert grad[:, -1].abs().max() > 0
+    assert torch.equal(grad[:, :-1], torch.zeros_like(grad[:, :-1]))
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_use_coords_off_still_runs(fusion):
+    cfg = small_config(fusion, use_coords=False)
+    model = make_model(cfg)
+    assert not hasattr(model, "coord_proj")
+    inputs = make_inputs(cfg)
+    assert model(*inputs).shape == inputs[0].shape
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_coarse_to_fine_only(fusion):
+    cfg = small_config(fusion)
+    model = make_model(cfg, torch.float32)
+    x, noise_cond, offsets, labels = make_inputs(cfg, dtype=torch.float32)
+    base = model(x, noise_cond, offsets, labels)
+    for level in (1, 2):
+        x2, nc2, off2 = x.clone(), noise_cond.clone(), offsets.clone()
+        x2[:, level:] = torch.randn_like(x2[:, level:])
+        nc2[:, level:] += 1.0
+        if level == 2:
+            off2[:, 2] = 2 * off2[:, 1] + torch.tensor([0, 8, 3])  # another nested position
+        out = model(x2, nc2, off2, labels)
+        assert torch.equal(out[:, :level], base[:, :level]), f"a change above level {level - 1} leaked down"
+        assert not torch.equal(out[:, level], base[:, level])
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("levels_per_block", [(1, 2, 3, 3), (3, 3, 3, 3)])
+def test_cached_forward_equals_uncached(fusion, levels_per_block):
+    cfg = small_config(fusion, levels_per_block)
+    model = make_model(cfg, torch.float32)
+    x, noise_cond, offsets, labels = make_inputs(cfg, batch=3, dtype=torch.float32)
+    with torch.no_grad():
+        full = model(x, noise_cond, offsets, labels)
+        for level in range(3):
+            cache = model.encode_context(x[:, :level], noise_cond[:, :level], offsets[:, :level], labels)
+            assert isinstance(cache, ContextCache) and cache.level == level
+            top = model(x[:, level:level + 1], noise_cond[:, level:level + 1], offsets[:, :level + 1], labels,
+                        context=cache)
+            assert top.shape == (3, 1, *x.shape[2:])
+            torch.testing.assert_close(top, full[:, level:level + 1], atol=1e-5, rtol=0)
+            # Shorter chains (inference builds them level by level) agree with the full one.
+            chain = model(x[:, :level + 1], noise_cond[:, :level + 1], offsets[:, :level + 1], labels)
+            torch.testing.assert_close(chain, full[:, :level + 1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fusion", ["deep", "shallow"])
+def test_offloaded_cache_equals_device_cache(fusion):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = small_config(fusion)
+    model = make_model(cfg, torch.float32).to(device)
+    x, noise_cond, offsets, labels = (t.to(device) for t in make_inputs(cfg, dtype=torch.float32))
+    with torch.no_grad():
+        on_device = model.encode_context(x[:, :2], noise_cond[:, :2], offsets[:, :2], labels)
+        offloaded = model.encode_context(x[:, :2], noise_cond[:, :2], offsets[:, :2], labels, offload=True)
+        stored = [t for t in offloaded.acts + [offloaded.pixels] if t is not None]
+        assert stored and all(t.device.type == "cpu" for t in stored)
+        outs = [model(x[:, 2:], noise_cond[:, 2:], offsets, labels, context=c) for c in (on_device, offloaded)]
+    assert outs[0].device.type == torch.device(device).type
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+
+
+def test_cache_keeps_only_blocks_that_process_the_level_and_selects_rows():
+    cfg = small_config("deep", (1, 2, 3, 3))
+    model = make_model(cfg, torch.float32)
+    x, noise_cond, offsets, labels = make_inputs(cfg, batch=4, dtype=torch.float32)
+    with torch.no_grad():
+        cache = model.encode_context(x[:, :2], noise_cond[:, :2], offsets[:, :2], labels)
+        assert [t is None for t in cache.acts] == [True, True, False, False]
+        assert cache.acts[2].shape == (4, 2, 8, 32) and cache.batch_size == 4 and cache.nbytes() > 0
+        rows = torch.tensor([3, 1])
+        sub = model(x[rows, 2:], noise_cond[rows, 2:], offsets[rows], labels[rows], context=cache.select(rows))
+        full = model(x[:, 2:], noise_cond[:, 2:], offsets, labels, context=cache)
+    torch.testing.assert_close(sub, full[rows], atol=1e-6, rtol=0)
+
+
+def test_guidance_batch_doubling_works_with_a_cache():
+    cfg = small_config("deep")
+    model = make_model(cfg, torch.float32)
+    x, noise_cond, offsets, labels = make_inputs(cfg, dtype=torch.float32)
+    null = torch.full_like(labels, cfg.model.num_classes)
+    double = lambda t: torch.cat([t, t])  # noqa: E731
+    with torch.no_grad():
+        cache = model.encode_context(double(x[:, :2]), double(noise_cond[:, :2]), double(offsets[:, :2]),
+                                     torch.cat([labels, null]))
+        out = model(double(x[:, 2:]), double(noise_cond[:, 2:]), double(offsets), torch.cat([labels, null]),
+                    context=cache)
+        cond = model(x, noise_cond, offsets, labels)[:, 2:]
+        uncond = model(x, noise_cond, offsets, null)[:, 2:]
+    torch.testing.assert_close(out, torch.cat([cond, uncond]), atol=1e-5, rtol=0)
+    assert (cond - uncond).abs().max() > 1e-4  # the class token matters
+
+
+def test_tiny_preset_builds_and_runs():
+    cfg = preset("tiny")
+    denoiser = build_denoiser(cfg)
+    m = cfg.model
+    x = torch.randn(1, m.num_levels, m.channels, *m.patch)
+    offsets = sample_nested_offsets(1, denoiser.geometry)
+    with torch.no_grad():
+        out = denoiser(x, torch.full((1, m.num_levels), 1.0), offsets, torch.tensor([m.num_classes]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
