@@ -1,0 +1,129 @@
+"""`hpdm sample`: output formats, the consistency report and exit code 2 for bad input."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from hpdm_core import checkpoint as checkpoint_lib
+from hpdm_core import config as config_lib
+from hpdm_core.config import preset
+from hpdm_core.data.h5store import VideoStore
+
+
+def _tiny_config(latent_dim=16):
+    cfg = preset("tiny")
+    m = cfg.model
+    m.patch, m.token, m.num_levels = [2, 8, 8], [1, 4, 4], 2
+    m.interface_dim, m.latent_dim, m.num_latents, m.head_dim = 16, latent_dim, 4, 8
+    m.num_blocks, m.latent_layers, m.levels_per_block, m.fourier_features = 2, 1, [1, 2], 2
+    m.num_classes = 3
+    cfg.sample.steps, cfg.sample.overlap = 2, "hw"
+    return cfg.validate()
+
+
+def _make_run(folder, cfg, step=5):
+    from hpdm_core.model import build_denoiser
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config_lib.save(cfg, folder / "config.toml")
+    weights = build_denoiser(cfg).state_dict()
+    checkpoint_lib.save_checkpoint(folder, {"config": cfg.to_dict(), "model": weights, "ema": weights,
+                                            "optimizer": {}, "scheduler": {}, "step": step, "samples_seen": 0})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return _make_run(tmp_path_factory.mktemp("run"), _tiny_config())
+
+
+def hpdm(capsys, *args):
+    """Run the `hpdm` entry point in-process: (exit code, stdout, stderr)."""
+    from hpdm_cli.app import main
+
+    old = sys.argv
+    sys.argv = ["hpdm", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_npz_with_levels_and_json_report(run_dir, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    code, stdout, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 3, "--class", 2, "--class", 0,
+                                "--class", 1, "--seed", 4, "--out", out, "--save-levels", "--json",
+                                "--device", "cpu")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    data = np.load(out)
+    assert data["videos"].dtype == np.uint8 and data["videos"].shape == (3, 4, 16, 16, 3)
+    assert data["labels"].tolist() == [2, 0, 1] == summary["labels"]
+    assert data["level_0"].shape == (3, 2, 8, 8, 3)
+    report = summary["consistency"]
+    assert len(report["coarse_mae"]) == 1 and report["coarse_mae"][0] >= 0
+    assert set(report["seam"]) == {"f", "h", "w", "all"}
+    assert summary["tile_evaluations"] == 3 * (3 * 1 + 1 * (2 * 3 * 3))
+    # the same seed gives the same videos with another batch size and without the cache
+    again = tmp_path / "again.npz"
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 3, "--class", 2, "--class", 0, "--class", 1,
+                           "--seed", 4, "--out", again, "--batch-size", 1, "--tile-batch", 3, "--no-cache",
+                           "--device", "cpu")
+    assert code == 0, stderr
+    assert np.abs(np.load(again)["videos"].astype(int) - data["videos"].astype(int)).max() <= 1
+
+
+def test_h5_output_is_a_dataset_file(run_dir, tmp_path, capsys):
+    out = tmp_path / "gen.h5"
+    code, stdout, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 4, "--format", "h5", "--out", out,
+                                "--device", "cpu")
+    assert code == 0, stderr
+    store = VideoStore(out)
+    assert len(store) == 4 and store.labels.tolist() == [0, 1, 2, 0]  # default classes cycle
+    assert store.names == [f"sample_{i:06d}" for i in range(4)]
+    assert store.video(0).shape == (4, 16, 16, 3)
+    assert "seam score" in stdout and "tiles/s" in stderr
+
+
+def test_mp4_grid_and_per_sample_files(run_dir, tmp_path, capsys):
+    from hpdm_core.data.video_io import read_video
+
+    out = tmp_path / "grid.mp4"
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 2, "--out", out, "--overlap", "fhw",
+                           "--device", "cpu")
+    assert code == 0, stderr
+    assert read_video(out).shape[0] == 4
+    assert (tmp_path / "grid_000.mp4").is_file() and (tmp_path / "grid_001.mp4").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--overlap", "fhx"], "overlap"),
+    (["--class", "3"], "out of range"),
+    (["--format", "avi"], "format"),
+])
+def test_bad_options_exit_2(run_dir, tmp_path, capsys, args, message):
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "x.npz", *args)
+    assert code == 2 and message in stderr and "Traceback" not in stderr
+
+
+def test_run_without_checkpoint_exits_2(tmp_path, capsys):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    config_lib.save(_tiny_config(), folder / "config.toml")
+    code, _, stderr = hpdm(capsys, "sample", "--run", folder, "--out", tmp_path / "x.npz")
+    assert code == 2 and "checkpoint" in stderr
+
+
+def test_checkpoint_from_another_config_exits_2(run_dir, tmp_path, capsys):
+    other = _make_run(tmp_path / "other", _tiny_config(latent_dim=24))
+    foreign = checkpoint_lib.latest_checkpoint(other)
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--checkpoint", foreign, "--out", tmp_path / "x.npz")
+    assert code == 2 and "config" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "x.npz").exists()

@@ -1,0 +1,208 @@
+"""The hierarchical overlapped sampler: oracle reconstruction, caching, tilings, batching independence."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from hpdm_core import diffusion
+from hpdm_core.config import preset
+from hpdm_core.consistency import coarse_agreement, consistency_report, seam_score
+from hpdm_core.pyramid import PatchGeometry, crop, is_nested, level_video, tile_offsets
+from hpdm_core.sampling import (SamplerOptions, count_tile_evaluations, generate, heun_sample, level_steps,
+                                resolve_labels, sample_seed)
+from hpdm_core.tiling import coverage, tile_chains
+from hpdm_core.errors import BadInputError
+
+MODES = ["none", "f", "h", "w", "fh", "fw", "hw", "fhw"]
+
+
+class OracleDenoiser(torch.nn.Module):
+    """Stands in for the network: returns the ground-truth patches of one known video.
+
+    It also checks what the sampler hands it: nested chains, lower levels equal to the truth
+    (the already generated canvases) at sigma = context_sigma, and caches built for the same chains.
+    """
+
+    def __init__(self, video: torch.Tensor, geometry: PatchGeometry, num_classes: int = 4):
+        super().__init__()
+        self.geometry, self.num_classes = geometry, num_classes
+        self.cfg = preset("tiny").diffusion
+        self.levels = [level_video(video, level, geometry) for level in range(geometry.num_levels)]
+        self.calls = {"forward": 0, "encode": 0}
+
+    def truth(self, offsets: torch.Tensor, level: int) -> torch.Tensor:
+        canvas = self.levels[level].expand(offsets.shape[0], -1, -1, -1, -1)
+        return crop(canvas, offsets[:, level], self.geometry.patch)
+
+    def _check_context(self, x, sigma, offsets):
+        for k in range(x.shape[1]):
+            torch.testing.assert_close(x[:, k], self.truth(offsets, k), atol=1e-4, rtol=0)
+            assert torch.allclose(sigma[:, k], torch.full_like(sigma[:, k], diffusion.context_sigma(k, self.cfg)))
+
+    def encode_context(self, x, sigma, offsets, labels, offload=False):
+        self.calls["encode"] += 1
+        assert is_nested(offsets, self.geometry).all()
+        self._check_context(x, sigma, offsets)
+        return {"offsets": offsets.clone(), "labels": labels.clone()}
+
+    def forward(self, x, sigma, offsets, labels, context=None):
+        self.calls["forward"] += 1
+        assert is_nested(offsets, self.geometry).all()
+        top = offsets.shape[1] - 1
+        if context is None:
+            assert x.shape[1] == top + 1
+            self._check_context(x[:, :top], sigma[:, :top], offsets)
+            return torch.stack([self.truth(offsets, k) for k in range(top + 1)], 1)
+        assert x.shape[1] == 1
+        assert torch.equal(context["offsets"], offsets[:, :top]) and torch.equal(context["labels"], labels)
+        return self.truth(offsets, top).unsqueeze(1)
+
+
+def _oracle(geometry=PatchGeometry((2, 4, 4), 3)):
+    video = torch.rand(1, 3, *geometry.target, generator=torch.Generator().manual_seed(1)) * 1.8 - 0.9
+    return video, OracleDenoiser(video, geometry)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_oracle_reproduces_every_level(mode):
+    video, oracle = _oracle()
+    options = SamplerOptions(steps=4, overlap=mode, s_churn=40.0, tile_batch=10)
+    result = generate(oracle, torch.tensor([0, 3]), seed=5, options=options, batch_size=2, keep_levels=True)
+    for level, canvas in enumerate(result.levels):
+        truth = oracle.levels[level].expand(2, -1, -1, -1, -1)
+        torch.testing.assert_close(canvas, truth, atol=1e-4, rtol=0)
+    torch.testing.assert_close(result.videos, video.expand(2, -1, -1, -1, -1), atol=1e-4, rtol=0)
+    assert oracle.calls["encode"] > 0  # caching is on by default
+
+
+@pytest.mark.parametrize("guidance,cache", [(2.5, False), (2.5, True), (1.0, False)])
+def test_oracle_with_guidance_and_without_cache(guidance, cache):
+    video, oracle = _oracle()
+    options = SamplerOptions(steps=4, overlap="hw", guidance=guidance, cache=cache, tile_batch=7)
+    result = generate(oracle, torch.tensor([1]), seed=0, options=options)
+    torch.testing.assert_close(result.videos, video, atol=1e-4, rtol=0)
+    assert (oracle.calls["encode"] > 0) == cache
+
+
+def test_progress_counts_every_network_row():
+    _, oracle = _oracle()
+    options = SamplerOptions(steps=4, overlap="fw", guidance=2.0, tile_batch=9)
+    seen = []
+    result = generate(oracle, torch.tensor([0, 1, 2]), options=options, batch_size=2, progress=seen.append)
+    expected = count_tile_evaluations(oracle.geometry, options, 3)
+    assert sum(seen) == result.tile_evaluations == expected
+    # 3 samples x 2 passes x (7 evaluations x 1 tile + 3 x (3*2*3) tiles + 1 x (7*4*7) tiles)
+    assert expected == 3 * 2 * (7 * 1 + 3 * 18 + 1 * 196)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tile_counts_and_coverage(mode):
+    geometry = PatchGeometry((4, 4, 8), 3)
+    for level in range(3):
+        chains = tile_chains(geometry, level, mode)
+        per_axis = [2 * 2 ** level - 1 if axis in mode else 2 ** level for axis in "fhw"]
+        assert chains.shape == (math.prod(per_axis), level + 1, 3)
+        assert is_nested(chains, geometry).all()
+        assert (coverage(geometry, level, mode) >= 1).all()
+        assert torch.equal(chains[:, -1], tile_offsets(geometry, level, mode))
+
+
+def test_heun_lands_on_a_constant_denoiser_and_churn_is_used():
+    target = torch.full((1, 3, 2, 2, 2), 0.25)
+    sigmas = torch.tensor([80.0, 10.0, 1.0, 0.1, 0.0])
+    noise = torch.randn(1, 3, 2, 2, 2)
+    draws = []
+
+    def churn():
+        draws.append(1)
+        return torch.randn(1, 3, 2, 2, 2)
+
+    out = heun_sample(lambda x, s: target, noise, sigmas, churn_noise=churn, s_churn=40, s_tmin=0.05, s_tmax=50)
+    torch.testing.assert_close(out, target)
+    assert len(draws) == 3  # churn only where s_tmin <= sigma <= s_tmax (10, 1, 0.1)
+
+
+def _tiny_denoiser(num_levels=3):
+    from hpdm_core.model import build_denoiser
+
+    cfg = preset("tiny")
+    m = cfg.model
+    m.patch, m.token, m.num_levels = [2, 8, 8], [1, 4, 4], num_levels
+    m.interface_dim, m.latent_dim, m.num_latents, m.head_dim = 16, 16, 4, 8
+    m.num_blocks, m.latent_layers, m.levels_per_block, m.fourier_features = 2, 1, [num_levels - 1, num_levels], 2
+    m.num_classes = 3
+    cfg.validate()
+    torch.manual_seed(0)
+    return build_denoiser(cfg).eval()
+
+
+def test_cached_equals_uncached_with_a_real_network():
+    denoiser = _tiny_denoiser()
+    labels = torch.tensor([2])
+    encodes = []
+    encode = denoiser.encode_context
+    denoiser.encode_context = lambda *args, **kwargs: encodes.append(args[0].shape[1]) or encode(*args, **kwargs)
+    options = SamplerOptions(steps=8, overlap="none", guidance=1.5, tile_batch=32)  # levels 1, 2: 4 and 2 steps
+    results = [generate(denoiser, labels, seed=3, options=replace(options, cache=cache)) for cache in (True, False)]
+    assert sorted(set(encodes)) == [1, 2]  # both upper levels used a cache of their lower levels
+    torch.testing.assert_close(results[0].videos, results[1].videos, atol=1e-5, rtol=0)
+    offloaded = generate(denoiser, labels, seed=3, options=replace(options, offload_cache=True))
+    torch.testing.assert_close(offloaded.videos, results[1].videos, atol=1e-5, rtol=0)
+
+
+def test_same_videos_whatever_batch_size_and_tile_batch():
+    denoiser = _tiny_denoiser(num_levels=2)
+    labels = torch.tensor([0, 1, 2])
+    runs = [generate(denoiser, labels, seed=11, options=SamplerOptions(steps=2, overlap="fw", tile_batch=tb),
+                     batch_size=bs) for bs, tb in ((3, 64), (1, 2), (2, 5))]
+    for run in runs[1:]:
+        torch.testing.assert_close(run.videos, runs[0].videos, atol=1e-5, rtol=0)
+    assert not torch.allclose(runs[0].videos[0], runs[0].videos[1])  # each sample has its own noise
+    other_seed = generate(denoiser, labels[:1], seed=12, options=SamplerOptions(steps=2, overlap="fw"))
+    assert not torch.allclose(other_seed.videos[0], runs[0].videos[0])
+
+
+def test_sample_seeds_and_steps():
+    assert sample_seed(0, 1, 0) != sample_seed(0, 0, 1) != sample_seed(1, 0, 0)
+    assert sample_seed(7, 3, 2) == sample_seed(7, 3, 2)
+    assert [level_steps(128, level) for level in range(4)] == [128, 64, 32, 16]
+    assert level_steps(3, 5) == 1
+
+
+def test_labels_default_cycle_and_bad_classes():
+    assert resolve_labels(None, 5, 3).tolist() == [0, 1, 2, 0, 1]
+    assert resolve_labels([2], 3, 3).tolist() == [2, 2, 2]
+    assert resolve_labels([2, 0], 2, 3).tolist() == [2, 0]
+    with pytest.raises(BadInputError, match="out of range"):
+        resolve_labels([3], 2, 3)
+    with pytest.raises(BadInputError, match="once per sample"):
+        resolve_labels([0, 1], 3, 3)
+    with pytest.raises(BadInputError, match="overlap"):
+        SamplerOptions(overlap="fx").validate()
+
+
+# ----------------------------------------------------------------------------- consistency report
+
+def test_seam_score_flags_an_artificial_seam():
+    f, h, w = 4, 16, 16
+    grid = torch.meshgrid(*(torch.linspace(0, 1, n) for n in (f, h, w)), indexing="ij")
+    smooth = (0.3 * grid[0] - 0.5 * grid[1] + 0.8 * grid[2]).expand(1, 3, f, h, w).clone()  # a smooth ramp
+    assert all(v == pytest.approx(1.0, abs=1e-3) for v in seam_score(smooth, (2, 8, 8)).values())
+    noisy = torch.rand(2, 3, f, h, w, generator=torch.Generator().manual_seed(0))
+    assert seam_score(noisy, (2, 8, 8))["all"] == pytest.approx(1.0, abs=0.1)
+    seamed = smooth.clone()
+    seamed[..., 8:] += 0.3  # a step exactly at the tile border along w
+    scores = seam_score(seamed, (2, 8, 8))
+    assert scores["w"] > 3 and scores["all"] > 1.2
+
+
+def test_coarse_agreement_is_zero_for_a_true_pyramid():
+    geometry = PatchGeometry((2, 4, 4), 3)
+    video = torch.rand(2, 3, *geometry.target) * 2 - 1
+    levels = [level_video(video, level, geometry) for level in range(3)]
+    assert coarse_agreement(video, levels) == pytest.approx([0.0, 0.0], abs=1e-6)
+    levels[0] = levels[0] + 0.5
+    report = consistency_report(video, levels, geometry.patch)
+    assert report["coarse_mae"][0] == pytest.approx(0.5, abs=1e-5) and report["coarse_mae"][1] < 1e-6
