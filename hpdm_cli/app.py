@@ -8,6 +8,7 @@ import importlib
 import sys
 
 import typer
+from rich.markup import escape
 
 
 from hpdm_cli.common import stderr
@@ -41,7 +42,7 @@ def main() -> None:
     try:
         app()  # standalone: click reports usage errors itself, with exit code 2
     except HPDMError as err:
-        stderr.print(f"[bold red]error:[/] {err}")
+        stderr.print(f"[bold red]error:[/] {escape(str(err))}")
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/]")

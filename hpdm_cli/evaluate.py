@@ -1,0 +1,117 @@
+"""`hpdm eval-fvd` (FVD and video IS) and `hpdm convert-i3d` (TF-Hub I3D -> state dict)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hpdm_cli.app import app
+from hpdm_cli.common import print_json, stderr, stdout
+from hpdm_core.errors import BadInputError
+
+
+class ProtocolName(str, Enum):
+    styleganv = "styleganv"
+    tf = "tf"
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError("--device cuda was asked for but no CUDA device is available")
+    return name
+
+
+@app.command("eval-fvd")
+def eval_fvd(
+    real: Annotated[Path, typer.Option("--real", help="real videos: dataset file (.h5; UCF-101 train+test for the protocol)")],
+    fake: Annotated[Path, typer.Option("--fake", help="generated videos: dataset file (.h5), folder of mp4/gif/avi, or .npz uint8 [N,F,H,W,3]")],
+    i3d: Annotated[Optional[Path], typer.Option("--i3d", help="I3D weights: i3d_torchscript.pt, i3d_pretrained_400.pt, or a TF-Hub folder")] = None,
+    c3d: Annotated[Optional[Path], typer.Option("--c3d", help="C3D for video IS: c3d_ucf101.pt or conv3d_deepnetA_ucf.npz")] = None,
+    c3d_mean: Annotated[Optional[Path], typer.Option("--c3d-mean", help="mean2.npz for the npz C3D (default: the one beside it)")] = None,
+    random_i3d: Annotated[Optional[int], typer.Option("--random-i3d", help="proxy FVD with a random-weight I3D of this seed (not a published metric)")] = None,
+    protocol: Annotated[ProtocolName, typer.Option(help="styleganv (biased covariance) or tf (unbiased, TF1 resize)")] = ProtocolName.styleganv,
+    num: Annotated[Optional[int], typer.Option(help="clips per side [2048]; e.g. 512 for FVD@512")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="frames per clip [16]")] = None,
+    subsample: Annotated[int, typer.Option(help="take every n-th frame")] = 1,
+    resolution: Annotated[Optional[int], typer.Option(help="resize clips to this square size before the networks (match the generator)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the real clip sampling")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="clips per forward pass")] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="real-statistics cache root [$HPDM_CACHE or ~/.cache/hpdm]")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute the real statistics")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """FVD (I3D) and, with --c3d, video Inception Score (C3D) of generated videos."""
+    from hpdm_core.metrics.fvd import evaluate
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=stderr, transient=True)
+    tasks: dict[str, int] = {}
+
+    def report(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=total or None)
+        progress.update(tasks[label], completed=done)
+
+    with progress, warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        result = evaluate(real, fake, i3d=i3d, c3d=c3d, c3d_mean=c3d_mean, random_i3d_seed=random_i3d,
+                          protocol=protocol.value, num=num, frames=frames, subsample=subsample, resolution=resolution,
+                          seed=seed, batch_size=batch_size, device=_device(device), cache_dir=cache_dir,
+                          use_cache=not no_cache, progress=report)
+    for note in result["warnings"]:
+        stderr.print(f"[yellow]warning:[/] {note}")
+    if as_json:
+        print_json(result)
+        return
+    name = f"FVD{'_' + str(result['frames']) if result['frames'] != 16 else ''}@{result['num']}"
+    table = Table(title=f"{name} ({result['protocol']} protocol){' — PROXY, random I3D' if result['proxy'] else ''}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row(name + (" (proxy)" if result["proxy"] else ""), f"{result['fvd']:.2f}")
+    if "is_mean" in result:
+        table.add_row("IS (C3D, 10 splits)", f"{result['is_mean']:.2f} ± {result['is_std']:.2f}")
+    table.add_row("real / generated clips", f"{result['real_clips']} / {result['fake_clips']}")
+    table.add_row("detector", result["detector"])
+    table.add_row("real statistics", "cached" if result["real_stats_cached"] else "computed")
+    table.add_row("comparable with papers", "yes" if result["comparable"] else "[yellow]no[/]")
+    stdout.print(table)
+
+
+@app.command("convert-i3d")
+def convert_i3d(
+    tfhub_dir: Annotated[Path, typer.Argument(help="unpacked TF-Hub module deepmind/i3d-kinetics-400/1")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="state dict to write (pytorch-i3d layout, .pt)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Convert the TF-Hub I3D (needs hpdm's tfhub extra) into a state dict for --i3d."""
+    import torch
+
+    from hpdm_core.errors import MissingResourceError
+    from hpdm_core.metrics.tfhub_convert import convert_tfhub_i3d, is_tfhub_folder, tf_variable_name
+
+    if not is_tfhub_folder(tfhub_dir):
+        raise MissingResourceError(f"{tfhub_dir} is not a TF-Hub module folder (saved_model.pb, variables/): "
+                                   "download deepmind/i3d-kinetics-400/1 from tfhub.dev / Kaggle Models and unpack it")
+    state = convert_tfhub_i3d(tfhub_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+    info = {"out": str(out), "variables": sum(tf_variable_name(k) is not None for k in state),
+            "parameters": sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))}
+    if as_json:
+        print_json(info)
+    else:
+        stdout.print(f"wrote {out} ({info['variables']} TF variables, {info['parameters']:,} values)")
