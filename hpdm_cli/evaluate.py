@@ -52,11 +52,17 @@ def eval_fvd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute the real statistics")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """FVD (I3D) and, with --c3d, video Inception Score (C3D) of generated videos."""
+    """FVD (I3D) and, with --c3d, video Inception Score (C3D) of generated videos.
+
+    Under torchrun every process embeds its share of the clips and rank 0 reports the merged result.
+    """
+    from hpdm_core import distributed as dist_lib
     from hpdm_core.metrics.fvd import evaluate
 
+    distributed = dist_lib.launched()
+    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), _device(device))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=stderr, transient=True)
+                        console=stderr, transient=True, disable=not env.is_main)
     tasks: dict[str, int] = {}
 
     def report(label: str, done: int, total: int) -> None:
@@ -64,12 +70,17 @@ def eval_fvd(
             tasks[label] = progress.add_task(label, total=total or None)
         progress.update(tasks[label], completed=done)
 
-    with progress, warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        result = evaluate(real, fake, i3d=i3d, c3d=c3d, c3d_mean=c3d_mean, random_i3d_seed=random_i3d,
-                          protocol=protocol.value, num=num, frames=frames, subsample=subsample, resolution=resolution,
-                          seed=seed, batch_size=batch_size, device=_device(device), cache_dir=cache_dir,
-                          use_cache=not no_cache, progress=report)
+    try:
+        with progress, warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            result = evaluate(real, fake, i3d=i3d, c3d=c3d, c3d_mean=c3d_mean, random_i3d_seed=random_i3d,
+                              protocol=protocol.value, num=num, frames=frames, subsample=subsample,
+                              resolution=resolution, seed=seed, batch_size=batch_size, device=run_device,
+                              cache_dir=cache_dir, use_cache=not no_cache, progress=report, distributed=distributed)
+    finally:
+        dist_lib.destroy()
+    if result is None:  # not rank 0: its statistics were merged into rank 0's result
+        return
     for note in result["warnings"]:
         stderr.print(f"[yellow]warning:[/] {note}")
     if as_json:

@@ -60,30 +60,51 @@ def sample(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
-    """Generate videos level by level, tile by tile, with activation caching."""
-    from hpdm_core.checkpoint import load_for_inference
-    from hpdm_core.consistency import consistency_report
+    """Generate videos level by level, tile by tile, with activation caching.
+
+    Under torchrun every process samples its share of the videos (same per-sample seeds, so the same
+    videos as one process) and rank 0 writes them.
+    """
+    from hpdm_core import distributed as dist_lib
     from hpdm_core.errors import BadInputError
-    from hpdm_core.sampling import FORMATS, SamplerOptions, count_tile_evaluations, generate, resolve_labels, save_samples
+    from hpdm_core.sampling import FORMATS
 
     fmt = (fmt or out.suffix.lstrip(".") or "mp4").lower()
     if fmt not in FORMATS:
         raise BadInputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    cfg, denoiser, info = load_for_inference(run, checkpoint, use_ema=not raw, device=_device(device))
+    distributed = dist_lib.launched()
+    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), _device(device))
+    try:
+        _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, no_cache,
+                offload_cache, tile_batch, batch_size, fps, raw, run_device, json_out, distributed, env)
+    finally:
+        dist_lib.destroy()
+
+
+def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, no_cache,
+            offload_cache, tile_batch, batch_size, fps, raw, device, json_out, distributed, env) -> None:
+    from hpdm_core import distributed as dist_lib
+    from hpdm_core.checkpoint import load_for_inference
+    from hpdm_core.consistency import consistency_report
+    from hpdm_core.sampling import SamplerOptions, count_tile_evaluations, generate, resolve_labels, save_samples
+
+    cfg, denoiser, info = load_for_inference(run, checkpoint, use_ema=not raw, device=device)
     options = SamplerOptions.from_config(cfg.sample, overlap=overlap, steps=steps, guidance=guidance,
                                          tile_batch=tile_batch, cache=False if no_cache else None,
                                          offload_cache=True if offload_cache else None).validate()
     labels = resolve_labels(classes, num, denoiser.num_classes)
     geometry = denoiser.geometry
-    total = count_tile_evaluations(geometry, options, num)
-    stderr.print(f"[bold]hpdm sample[/] {info['path']} (step {info['step']}{', EMA' if info['ema'] else ''}): "
-                 f"{num} x {'x'.join(map(str, geometry.target))} from {geometry.num_levels} levels, "
-                 f"overlap {options.overlap}, {options.steps} steps, cfg {options.guidance}, "
-                 f"cache {'on' if options.cache else 'off'}{' (CPU)' if options.offload_cache else ''}")
+    # The bar follows rank 0's share; the other ranks stay silent.
+    total = count_tile_evaluations(geometry, options, len(dist_lib.shard(num)) if distributed else num)
+    if env.is_main:
+        stderr.print(f"[bold]hpdm sample[/] {info['path']} (step {info['step']}{', EMA' if info['ema'] else ''}): "
+                     f"{num} x {'x'.join(map(str, geometry.target))} from {geometry.num_levels} levels, "
+                     f"overlap {options.overlap}, {options.steps} steps, cfg {options.guidance}, "
+                     f"cache {'on' if options.cache else 'off'}{' (CPU)' if options.offload_cache else ''}")
 
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr) as progress:
+    with Progress(*columns, console=stderr, disable=not env.is_main) as progress:
         task = progress.add_task("tiles", total=total, rate="")
 
         def advance(rows: int) -> None:
@@ -92,7 +113,10 @@ def sample(
             progress.update(task, rate=f"{speed:.1f} tiles/s" if speed else "")
 
         result = generate(denoiser, labels, seed=seed, options=options, batch_size=batch_size,
-                          device=_model_device(denoiser), keep_levels=True, progress=advance)
+                          device=_model_device(denoiser), keep_levels=True, progress=advance,
+                          distributed=distributed)
+    if result is None:  # not rank 0: its videos went to rank 0, which writes them
+        return
 
     files = save_samples(result, out, fmt, fps=fps, class_names=_class_names(cfg.data.path, denoiser.num_classes),
                          save_levels=save_levels,

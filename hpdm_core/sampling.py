@@ -324,8 +324,15 @@ def resolve_labels(classes: list[int] | None, num: int, num_classes: int) -> tor
 
 def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SamplerOptions | None = None,
              batch_size: int = 4, device: torch.device | str | None = None, keep_levels: bool = False,
-             progress: Callable[[int], None] | None = None) -> SampleResult:
-    """Sample one video per label: SampleResult with videos [N, C, *R] on CPU (and every level if asked)."""
+             progress: Callable[[int], None] | None = None, distributed: bool = False) -> SampleResult | None:
+    """Sample one video per label: SampleResult with videos [N, C, *R] on CPU (and every level if asked).
+
+    distributed=True (under torchrun, process group initialised): each rank samples a contiguous shard
+    of the indices with their own per-sample seeds and rank 0 gathers them in order, so the result is
+    the one-process result; the other ranks return None.
+    """
+    from hpdm_core import distributed as dist_lib
+
     options = (options or SamplerOptions()).validate()
     if batch_size < 1:
         raise BadInputError(f"batch size must be at least 1, got {batch_size}")
@@ -344,14 +351,24 @@ def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SamplerOpti
             progress(rows)
 
     start = time.perf_counter()
-    videos, levels = [], [[] for _ in range(denoiser.geometry.num_levels)]
-    for first in range(0, labels.shape[0], batch_size):
-        indices = list(range(first, min(first + batch_size, labels.shape[0])))
+    num_levels = denoiser.geometry.num_levels
+    mine = dist_lib.shard(labels.shape[0]) if distributed else list(range(labels.shape[0]))
+    videos, levels = [], [[] for _ in range(num_levels)]
+    for first in range(0, len(mine), batch_size):
+        indices = mine[first:first + batch_size]
         canvases = sample_batch(denoiser, labels[indices].to(device), indices, seed, options, tile_batch, count)
         videos.append(canvases[-1].float().cpu())
         if keep_levels:
             for level, canvas in enumerate(canvases):
                 levels[level].append(canvas.float().cpu())
+    if distributed:
+        # Contiguous shards: concatenating them in rank order restores the sample order.
+        parts = dist_lib.gather_to_main((videos, levels))
+        evaluated = int(dist_lib.all_reduce_sum(torch.tensor([evaluated], dtype=torch.float64)).item())
+        if parts is None:
+            return None
+        videos = [v for part_videos, _ in parts for v in part_videos]
+        levels = [[c for _, part_levels in parts for c in part_levels[level]] for level in range(num_levels)]
     return SampleResult(videos=torch.cat(videos), labels=labels,
                         levels=[torch.cat(c) for c in levels] if keep_levels else [],
                         tile_evaluations=evaluated, seconds=time.perf_counter() - start, tile_batch=tile_batch)

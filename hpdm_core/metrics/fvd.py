@@ -14,12 +14,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hpdm_core import distributed as dist_lib
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.metrics.detectors import (load_c3d, load_i3d, missing_c3d, missing_i3d, random_i3d_detector,
@@ -65,9 +66,11 @@ def clip_span(frames: int, subsample: int) -> int:
     return (frames - 1) * subsample + 1
 
 
-def real_clips(store: VideoStore, num: int, frames: int, subsample: int = 1, seed: int = 0) -> tuple[Iterator[np.ndarray], int, int]:
+def real_clips(store: VideoStore, num: int, frames: int, subsample: int = 1, seed: int = 0,
+               select: Sequence[int] | None = None) -> tuple[Iterator[np.ndarray], int, int]:
     """(clips, how many, how many videos were too short). One clip per video at a random start,
-    videos in a seeded random order; when `num` exceeds the videos, another pass with new starts."""
+    videos in a seeded random order; when `num` exceeds the videos, another pass with new starts.
+    `select`: read only these clip positions (a rank's shard); the draw of every clip is unchanged."""
     span = clip_span(frames, subsample)
     lengths = store.lengths
     eligible = np.flatnonzero(lengths >= span)
@@ -79,8 +82,8 @@ def real_clips(store: VideoStore, num: int, frames: int, subsample: int = 1, see
     starts = [int(rng.integers(0, lengths[i] - span + 1)) for i in order]
 
     def generate():
-        for index, start in zip(order, starts):
-            yield store.video(int(index), start, frames, subsample)
+        for position in (range(len(order)) if select is None else select):
+            yield store.video(int(order[position]), starts[position], frames, subsample)
 
     return generate(), len(order), int(len(lengths) - len(eligible))
 
@@ -103,13 +106,18 @@ def _read_video_file(path: Path, max_frames: int) -> np.ndarray:
     return read_video(path, max_frames=max_frames)
 
 
-def fake_clips(path: str | os.PathLike, num: int, frames: int, subsample: int = 1) -> tuple[Iterator[np.ndarray], int]:
+def fake_clips(path: str | os.PathLike, num: int, frames: int, subsample: int = 1,
+               select: Sequence[int] | None = None) -> tuple[Iterator[np.ndarray], int]:
     """(clips, how many): the first `frames` frames (every `subsample`-th) of up to `num` generated
-    videos from a dataset file (.h5), a folder of video files, or an npz uint8 [N, F, H, W, 3]."""
+    videos from a dataset file (.h5), a folder of video files, or an npz uint8 [N, F, H, W, 3].
+    `select`: read only these positions (a rank's shard); `how many` still counts them all."""
     path = Path(path)
     span = clip_span(frames, subsample)
     if not path.exists():
         raise MissingResourceError(f"generated videos {path} not found")
+
+    def positions(count: int) -> Sequence[int]:
+        return range(count) if select is None else [i for i in select if i < count]
 
     def check(clip: np.ndarray, name: str) -> np.ndarray:
         if clip.shape[0] < span:
@@ -121,14 +129,14 @@ def fake_clips(path: str | os.PathLike, num: int, frames: int, subsample: int = 
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)[:num]
         if not files:
             raise BadInputError(f"{path} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
-        return (check(_read_video_file(f, span), f.name) for f in files), len(files)
+        return (check(_read_video_file(files[i], span), files[i].name) for i in positions(len(files))), len(files)
     if path.suffix == ".npz":
         videos = _npz_videos(path)[:num]
-        return (check(v, f"{path.name}[{i}]") for i, v in enumerate(videos)), len(videos)
+        return (check(videos[i], f"{path.name}[{i}]") for i in positions(len(videos))), len(videos)
     if path.suffix in (".h5", ".hdf5"):
         store = VideoStore(path)
         count = min(num, len(store))
-        return (check(store.video(i, 0, span), f"{path.name}[{i}]") for i in range(count)), count
+        return (check(store.video(i, 0, span), f"{path.name}[{i}]") for i in positions(count)), count
     raise BadInputError(f"{path}: generated videos must be a dataset file (.h5), a folder of videos or an .npz")
 
 
@@ -236,8 +244,12 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
              random_i3d_seed: int | None = None, protocol: str = "styleganv", num: int | None = None,
              frames: int | None = None, subsample: int = 1, resolution: int | None = None, seed: int = 0,
              batch_size: int = 8, device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
-             use_cache: bool = True, progress: Progress | None = None) -> dict:
+             use_cache: bool = True, progress: Progress | None = None, distributed: bool = False) -> dict | None:
     """FVD (and IS when `c3d` is given) of generated videos `fake` against the dataset file `real`.
+
+    distributed=True (under torchrun): every rank reads and embeds a contiguous shard of the real and
+    the generated clips; the float64 statistics are summed over ranks (equal to one process's) and
+    rank 0 alone writes the cache and returns the result (the other ranks return None).
 
     Returns a JSON-ready dict; `comparable` is False (with the reasons in `warnings`) when the
     number cannot be compared with published ones.
@@ -282,14 +294,22 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         cache_file = Path(cache_dir) if cache_dir is not None else cache_root()
         cache_file = cache_file / "fvd" / f"{key}.npz"
     real_stats = load_cached_stats(cache_file) if cache_file is not None and cache_file.exists() else None
+    if distributed:  # rank 0's view of the cache decides for everyone
+        real_stats = dist_lib.broadcast_object(real_stats)
     cache_hit = real_stats is not None
     skipped = 0
     if real_stats is None:
         clips, count, skipped = real_clips(store, num, frames, subsample, seed)
+        if distributed:
+            clips, _, _ = real_clips(store, num, frames, subsample, seed, select=dist_lib.shard(count))
         real_stats = compute_feature_stats(clips, detector, batch_size, resolution, progress, "real clips", count)
-        if cache_file is not None:
+        if distributed:
+            real_stats = dist_lib.merge_feature_stats(real_stats)
+        if cache_file is not None and dist_lib.is_main():
             save_cached_stats(cache_file, real_stats)
     clips, fake_count = fake_clips(fake, num, frames, subsample)
+    if distributed:
+        clips, _ = fake_clips(fake, num, frames, subsample, select=dist_lib.shard(fake_count))
     if progress is not None:
         progress("generated clips", 0, fake_count)
     if fake_count < 2:
@@ -309,6 +329,12 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
                 probs.append(classifier(batch).cpu())
         if progress is not None:
             progress("generated clips", fake_stats.count, fake_count)
+    if distributed:
+        fake_stats = dist_lib.merge_feature_stats(fake_stats)
+        gathered = dist_lib.gather_to_main(probs)  # contiguous shards: rank order is sample order (IS splits)
+        if gathered is None:
+            return None
+        probs = [p for part in gathered for p in part]
 
     result = {
         "fvd": fid_from_stats(real_stats, fake_stats, proto.unbiased),

@@ -105,8 +105,13 @@ class HPDM(nn.Module):
         self.apply(init_weights)
         nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.trunc_normal_(self.latents, std=0.02)
-        for fusion in getattr(self, "fusions", []):
+        for index, fusion in enumerate(getattr(self, "fusions", [])):
             fusion.reset_parameters()
+            # A block that processes only level 0 has nothing to fuse: its projection can never run.
+            # Frozen, it stays out of the optimizer and DDP's gradient all-reduce (which would otherwise
+            # wait for a gradient that never comes); kept registered so checkpoints share one layout.
+            if self.levels_per_block[index] < 2:
+                fusion.requires_grad_(False)
 
     # ------------------------------------------------------------------ pieces
 
