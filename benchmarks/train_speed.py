@@ -1,0 +1,132 @@
+"""Training cost of HPDM's design choices, measured side by side in one run.
+
+    python benchmarks/train_speed.py [--steps 4] [--batch 8] [--device auto] [--threads N]
+
+(a) adaptive computation (levels_per_block [1,1,2,2,3,3]) vs none ([3]*6): videos/s
+    (paper: 4.4 vs 2.73 videos/s, 1.61x);
+(b) 3-level patch training vs the same RIN trained on full-resolution target clips (one level whose
+    patch is the whole target video): step time and peak memory (target >= 8x each);
+(c) deep vs shallow context fusion: step time (paper: shallow about 10 % faster).
+
+Every variant has the same width and runs in its own subprocess, so peak memory is its own: on CUDA
+torch.cuda.max_memory_allocated; on CPU the growth of the process's peak resident set
+(getrusage ru_maxrss) over its resident set just before the first step, i.e. everything the training
+steps allocate (activations, gradients, optimizer state). A step is one full optimisation step
+(Trainer.train_step: loss, backward, clipping, LAMB, EMA) on a prepared batch; data loading is left
+out because both sides of (b) read the same target clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+# Mid-size: the tiny preset's width on 8x16x16 patches, 3 levels -> a 32x64x64 target.
+BASE = ["model.patch=8x16x16", "model.token=1x4x4", "model.interface_dim=96", "model.latent_dim=128",
+        "model.num_latents=32", "model.num_blocks=6", "model.latent_layers=2", "model.head_dim=32",
+        "model.fourier_features=8", "model.num_classes=8", "train.warmup_steps=1", "train.bf16=true"]
+
+VARIANTS = {
+    "adaptive": ["model.levels_per_block=1,1,2,2,3,3"],
+    "no-adaptive": ["model.levels_per_block=3,3,3,3,3,3"],
+    "shallow": ["model.levels_per_block=1,1,2,2,3,3", "model.fusion=shallow"],
+    "full-res": ["model.num_levels=1", "model.patch=32x64x64", "model.levels_per_block=1,1,1,1,1,1"],
+}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def run_variant(name: str, steps: int, batch: int, device: str) -> dict:
+    from hpdm_core.config import apply_overrides, preset
+    from hpdm_core.pyramid import PatchGeometry, extract_hierarchy, sample_nested_offsets
+    from hpdm_core.training import Trainer
+
+    cfg = apply_overrides(preset("tiny"), BASE + VARIANTS[name] + [f"train.batch_size={batch}",
+                                                                   f"train.steps={steps + 2}"]).validate()
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(cfg, run_dir, device=device, tensorboard=False)
+        geometry = PatchGeometry.from_config(cfg.model)
+        g = torch.Generator().manual_seed(0)
+        clips = torch.rand(batch, 3, *geometry.target, generator=g) * 2 - 1
+        offsets = sample_nested_offsets(batch, geometry, generator=g)
+        data = {"patches": extract_hierarchy(clips, offsets, geometry), "offsets": offsets,
+                "labels": torch.randint(8, (batch,), generator=g)}
+        cuda = trainer.device.type == "cuda"
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        base_rss = rss_bytes()
+        times, cpu_times = [], []
+        for i in range(steps + 1):  # the first step warms up kernels and allocates optimizer state
+            sync()
+            start, cpu_start = time.perf_counter(), time.process_time()
+            trainer.train_step(data)
+            sync()
+            if i:
+                times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
+        peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes() - base_rss
+    step_time = min(times)  # best of N: the least disturbed by other processes on the machine
+    return {"variant": name, "device": str(trainer.device), "parameters": trainer.num_parameters,
+            "threads": torch.get_num_threads(), "step_s": step_time, "cpu_s": min(cpu_times),
+            "videos_per_s": batch / step_time, "peak_bytes": int(peak),
+            "memory": "cuda max_memory_allocated" if cuda else "peak RSS growth during steps (ru_maxrss)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per variant (median reported)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.variant:
+        print(json.dumps(run_variant(args.variant, args.steps, args.batch, args.device)))
+        return
+
+    results = {}
+    for name in VARIANTS:
+        out = subprocess.run([sys.executable, __file__, "--variant", name, "--steps", str(args.steps),
+                              "--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads)],
+                             check=True, capture_output=True, text=True)
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = results[name]
+        print(f"  {name:12s} {r['parameters']:>10,} params  {r['step_s']:8.3f} s/step  {r['cpu_s']:8.3f} cpu-s/step  "
+              f"{r['videos_per_s']:7.2f} videos/s  peak {r['peak_bytes'] / 2**20:9.1f} MiB", file=sys.stderr)
+
+    a, n, s, f = (results[k] for k in ("adaptive", "no-adaptive", "shallow", "full-res"))
+    print(f"device {a['device']} ({a['threads']} threads), batch {args.batch}, best of {args.steps} steps "
+          f"(wall; process CPU time in brackets); memory = {a['memory']}")
+    print(f"(a) adaptive computation: {a['videos_per_s']:.2f} vs {n['videos_per_s']:.2f} videos/s without "
+          f"-> {a['videos_per_s'] / n['videos_per_s']:.2f}x [{n['cpu_s'] / a['cpu_s']:.2f}x] "
+          "(paper 1.61x, target >= 1.45x)")
+    print(f"(b) 3-level patches vs full-resolution ({'x'.join(['32', '64', '64'])}) clips: step "
+          f"{a['step_s']:.3f} s vs {f['step_s']:.3f} s -> {f['step_s'] / a['step_s']:.1f}x faster "
+          f"[{f['cpu_s'] / a['cpu_s']:.1f}x]; peak memory "
+          f"{a['peak_bytes'] / 2**20:.0f} MiB vs {f['peak_bytes'] / 2**20:.0f} MiB -> "
+          f"{f['peak_bytes'] / max(a['peak_bytes'], 1):.1f}x less (target >= 8x each)")
+    print(f"(c) fusion: deep {a['step_s']:.3f} s/step vs shallow {s['step_s']:.3f} s/step -> shallow is "
+          f"{(a['step_s'] / s['step_s'] - 1) * 100:+.1f} % faster [{(a['cpu_s'] / s['cpu_s'] - 1) * 100:+.1f} %] "
+          "(paper: about 10 %)")
+
+
+if __name__ == "__main__":
+    main()

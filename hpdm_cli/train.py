@@ -1,0 +1,65 @@
+"""`hpdm train`: patch-hierarchy training in one process; resumes from the run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from hpdm_cli.app import app
+from hpdm_cli.common import print_json, stderr, stdout
+
+
+@app.command()
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset file from `hpdm prepare` (required for a new run)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="tiny, hpdm-s, hpdm-m or hpdm-l."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="Run folder: config, checkpoints, metrics. Resumed if it exists."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total steps of the run (a resumed run stops there too)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file applied over the preset."),
+    overrides: list[str] = typer.Option([], "--set", help="section.key=value, e.g. model.fusion=shallow (repeatable)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Shortcut for --set train.batch_size=N."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout."),
+) -> None:
+    """Train HPDM on nested patch hierarchies (LAMB, warm-up + cosine, EMA)."""
+    from hpdm_core.training import Trainer, build_config, setup_run
+
+    requested = build_config(preset, config, overrides, batch_size)
+    cfg, resumed = setup_run(run_dir, requested, data=data, steps=steps)
+    trainer = Trainer(cfg, run_dir, device=device)
+    start = trainer.resume()
+    t = cfg.train
+    stderr.print(f"[bold]hpdm train[/] {run_dir}: {trainer.num_parameters:,} parameters on {trainer.device}, "
+                 f"batch {t.batch_size}, target {'x'.join(map(str, cfg.model.target))} from "
+                 f"{cfg.model.num_levels} levels of {'x'.join(map(str, cfg.model.patch))} patches")
+    clips = trainer.open_data()
+    skipped = f" ({clips.skipped} too short for a clip, left out)" if clips.skipped else ""
+    stderr.print(f"data {cfg.data.path}: {len(clips)} videos{skipped}")
+    if resumed and start:
+        stderr.print(f"resuming from {trainer.last_checkpoint} (step {start})")
+    if start >= t.steps:
+        stderr.print(f"nothing to do: the run is at step {start} of {t.steps} (raise --steps to continue)")
+
+    columns = (MofNCompleteColumn(), BarColumn(bar_width=12), TextColumn("{task.fields[stats]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task("train", total=t.steps, completed=start, stats="")
+
+        def on_log(m: dict) -> None:
+            levels = "/".join(f"{m[f'loss_level_{i}']:.3f}" for i in range(cfg.model.num_levels))
+            progress.update(task, completed=m["step"], stats=f"loss {m['loss']:.4f} (levels {levels}) "
+                            f"{m['steps_per_s']:.2f} step/s {m['videos_per_s']:.1f} vid/s")
+
+        final = trainer.fit(on_log=on_log)
+        progress.update(task, completed=final)
+
+    summary = {"run_dir": str(run_dir), "step": final, "steps": t.steps, "samples_seen": trainer.samples_seen,
+               "checkpoint": str(trainer.last_checkpoint) if trainer.last_checkpoint else None,
+               "parameters": trainer.num_parameters}
+    if json_out:
+        print_json(summary)
+    else:
+        stdout.print(f"trained to step {final}/{t.steps}; checkpoint {summary['checkpoint']}")

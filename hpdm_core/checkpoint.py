@@ -1,0 +1,131 @@
+"""Checkpoints: plain dicts of tensors and numbers, written atomically, the last N kept.
+
+A run folder:
+    RUN/config.toml                     the run's Config (written when the run starts)
+    RUN/checkpoints/step_XXXXXXXX.pt    {"format": "hpdm-checkpoint", "version": 1, "config": dict,
+                                         "model", "ema", "optimizer", "scheduler", "step",
+                                         "samples_seen", "ema_updates", "rng"}
+    RUN/metrics.jsonl                   one JSON object per logged step
+Everything loads with torch.load(weights_only=True): RNG states are tensors, the config a plain dict.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hpdm_core import config as config_lib
+from hpdm_core.config import Config
+from hpdm_core.errors import BadInputError
+
+FORMAT = "hpdm-checkpoint"
+VERSION = 1
+CONFIG_NAME = "config.toml"
+_NAME = re.compile(r"^step_(\d{8,})\.pt$")
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step_{step:08d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary files are ignored)."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep_last: int = 3) -> Path:
+    """Write state to RUN/checkpoints/step_XXXXXXXX.pt via a temporary file; prune to the last N."""
+    path = checkpoint_path(run_dir, int(state["step"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+    os.replace(tmp, path)
+    if keep_last > 0:
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated, foreign or pickled-object files
+        raise BadInputError(f"{path} is not a readable hpdm checkpoint: {err}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise BadInputError(f"{path} is not an hpdm checkpoint (no format={FORMAT!r} entry)")
+    if int(state.get("version", 0)) > VERSION:
+        raise BadInputError(f"{path} has checkpoint version {state['version']}; this hpdm reads up to {VERSION}")
+    return state
+
+
+def resolve_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
+    """An explicit checkpoint path, else the run folder's latest one."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise BadInputError(f"{run_dir} holds no checkpoint (expected {checkpoint_dir(run_dir)}/step_*.pt); "
+                            "train first with `hpdm train --run-dir ...`")
+    return path
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise BadInputError(f"{run_dir} is not a run folder: {CONFIG_NAME} is missing")
+    return config_lib.load(path)
+
+
+def _model_part(cfg: Config) -> dict[str, Any]:
+    return {"model": cfg.to_dict()["model"], "diffusion": cfg.to_dict()["diffusion"]}
+
+
+def load_for_inference(run_dir: str | Path, checkpoint: str | Path | None = None, use_ema: bool = True,
+                       device: str | torch.device = "cpu") -> tuple[Config, torch.nn.Module, dict[str, Any]]:
+    """(Config, Denoiser in eval mode on `device`, info) from a run folder's latest (or a given) checkpoint.
+
+    The network is rebuilt from the checkpoint's own config; a run folder whose config.toml disagrees
+    with it on the model or diffusion settings is refused rather than silently mixed.
+    """
+    from hpdm_core.model import build_denoiser  # late: the model package is heavy and optional here
+
+    path = resolve_checkpoint(run_dir, checkpoint)
+    state = load_checkpoint(path)
+    try:
+        cfg = config_lib.from_dict(state["config"])
+    except (KeyError, TypeError) as err:
+        raise BadInputError(f"{path} has no usable config: {err}") from None
+    run_config = Path(run_dir) / CONFIG_NAME
+    if run_config.is_file() and _model_part(config_lib.load(run_config)) != _model_part(cfg):
+        raise BadInputError(f"{path} was trained with a different model/diffusion config than {run_config}; "
+                            "pass a checkpoint of this run or restore its config.toml")
+    denoiser = build_denoiser(cfg)
+    weights = state["ema"] if use_ema and state.get("ema") else state["model"]
+    try:
+        denoiser.load_state_dict(weights)
+    except RuntimeError as err:
+        raise BadInputError(f"{path} does not match the network its config describes: {err}") from None
+    denoiser.to(device).eval().requires_grad_(False)
+    info = {"step": int(state["step"]), "samples_seen": int(state.get("samples_seen", 0)), "path": str(path),
+            "ema": bool(use_ema and state.get("ema"))}
+    return cfg, denoiser, info

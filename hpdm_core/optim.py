@@ -1,0 +1,159 @@
+"""Optimisation: LAMB, the warm-up + cosine learning-rate schedule, and an EMA of the weights.
+
+LAMB (You et al., 2019, "Large Batch Optimization for Deep Learning", Algorithm 2), per tensor w:
+    m <- b1 m + (1 - b1) g            v <- b2 v + (1 - b2) g^2
+    r  = m_hat / (sqrt(v_hat) + eps)  with bias-corrected m_hat, v_hat
+    u  = r + wd * w                   (decoupled weight decay, inside the update)
+    w <- w - lr * trust * u,          trust = ||w|| / ||u||, and 1 when either norm is 0
+Weight decay applies to the weight matrices of Linear / Conv layers only: biases, norm gains,
+embeddings and free parameters such as learned latents get wd = 0 (the usual exclusions). The trust
+ratio applies to every tensor, as in the paper.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+class Lamb(torch.optim.Optimizer):
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0):
+        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"LAMB betas must lie in [0, 1), got {betas}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+            # Whole-group (foreach) kernels: one launch per op instead of one per tensor.
+            grads = [p.grad for p in params]
+            m = [self.state[p]["exp_avg"] for p in params]
+            v = [self.state[p]["exp_avg_sq"] for p in params]
+            steps = [self.state[p]["step"].item() for p in params]
+            torch._foreach_mul_(m, beta1)
+            torch._foreach_add_(m, grads, alpha=1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, [math.sqrt(1 - beta2 ** t) for t in steps])
+            torch._foreach_add_(denom, group["eps"])
+            update = torch._foreach_div(m, [1 - beta1 ** t for t in steps])
+            torch._foreach_div_(update, denom)
+            if group["weight_decay"]:
+                torch._foreach_add_(update, params, alpha=group["weight_decay"])
+            w_norm = torch.stack(torch._foreach_norm(params))
+            u_norm = torch.stack(torch._foreach_norm(update))
+            trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+            torch._foreach_mul_(update, (-group["lr"] * trust).tolist())
+            torch._foreach_add_(params, update)
+        return loss
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two parameter groups: Linear/Conv weight matrices decay, everything else does not."""
+    decay_types = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, decay_types)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if id(p) in decay_ids else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the base lr at `step` (0-based): linear warm-up to 1, then cosine decay to 0
+    at `total_steps`."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupCosine:
+    """Sets each group's lr to base_lr * warmup_cosine(step) before the optimizer step.
+
+    A pure function of the step, so its state is just the step and the schedule's shape;
+    extending a run (a larger --steps on resume) stretches the cosine to the new end.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_steps: int, total_steps: int):
+        self.optimizer = optimizer
+        self.base_lr, self.warmup_steps, self.total_steps = base_lr, warmup_steps, total_steps
+        self.step_count = 0
+
+    def lr(self, step: int | None = None) -> float:
+        step = self.step_count if step is None else step
+        return self.base_lr * warmup_cosine(step, self.warmup_steps, self.total_steps)
+
+    def apply(self) -> float:
+        lr = self.lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def advance(self) -> None:
+        self.step_count += 1
+
+    def state_dict(self) -> dict:
+        return {"step": self.step_count, "base_lr": self.base_lr, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        # base_lr / warmup / total come from the (possibly extended) config; only the position is resumed.
+        self.step_count = int(state["step"])
+
+
+class EMA:
+    """Exponential moving average of a model's parameters and floating-point buffers.
+
+    The effective decay is min(decay, (1 + n) / (10 + n)) after n updates, so a short run is not
+    dominated by its random initialisation; it reaches `decay` after ~10 / (1 - decay) updates.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.num_updates = 0
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = self.current_decay()
+        ema_state, state = self.model.state_dict(), model.state_dict()
+        floats = [name for name, value in ema_state.items() if value.is_floating_point()]
+        torch._foreach_lerp_([ema_state[n] for n in floats], [state[n].to(ema_state[n].dtype) for n in floats],
+                             1.0 - decay)
+        for name, value in ema_state.items():
+            if not value.is_floating_point():
+                value.copy_(state[name])
+        self.num_updates += 1
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict, num_updates: int) -> None:
+        self.model.load_state_dict(state)
+        self.num_updates = num_updates

@@ -1,0 +1,448 @@
+"""Patch-hierarchy training: one `Trainer` that builds, steps, saves and resumes.
+
+The network never sees a full-resolution video: each step reads target-resolution clips, cuts one
+nested chain of patches per clip (pyramid.extract_hierarchy) and trains every level jointly
+(diffusion.hierarchy_loss). LAMB, linear warm-up + cosine decay, EMA, global-norm gradient clipping,
+gradient accumulation, bf16 autocast on CUDA.
+
+Determinism (DESIGN.md, Conventions): every random draw of step s on rank k comes from generators
+keyed by (seed, k, s): the data stream picks the clips, their start frames, flips and patch offsets;
+the noise stream draws the per-level sigmas, the label dropout and the noise. Batches are built by a
+map-style dataset indexed by the step, so DataLoader workers (any number) produce exactly the batch
+the main process would, and a run resumed at step s continues exactly as if it had never stopped.
+
+Distributed training plugs in at `wrap_model` (DDP/FSDP), `accumulation_context` (no_sync) and
+`rank`/`world_size`; everything else is rank-local already.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hpdm_core import checkpoint as ckpt
+from hpdm_core import config as config_lib
+from hpdm_core.config import Config
+from hpdm_core.data.h5store import VideoStore
+from hpdm_core.errors import BadInputError, TrainingDivergedError
+from hpdm_core.optim import EMA, Lamb, WarmupCosine, decay_groups
+from hpdm_core.pyramid import PatchGeometry, extract_hierarchy, sample_nested_offsets
+from hpdm_core.seeding import DATA_STREAM, NOISE_STREAM, derive_seed, generator
+
+# Settings that change nothing about the optimisation: a resumed run may change them freely.
+RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.keep_last",
+                "data.path", "data.num_workers"}
+
+
+# ----------------------------------------------------------------------------- run folder and config
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise BadInputError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_conflicts(saved: Config, requested: Config) -> list[str]:
+    """Keys (section.key) on which two configs disagree in a way that changes the training run."""
+    a, b = _flatten(saved.to_dict()), _flatten(requested.to_dict())
+    return [k for k in a if a[k] != b.get(k) and k not in RUNTIME_KEYS and not k.startswith("sample.")]
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_config(preset: str | None = None, config_file: str | Path | None = None,
+                 overrides: list[str] | None = None, batch_size: int | None = None) -> Config | None:
+    """The config asked for on the command line: a preset, a TOML file over it, then --set overrides.
+
+    None when nothing was asked for (a resume that takes the run folder's config as it is).
+    """
+    overrides = list(overrides or [])
+    if batch_size is not None:
+        overrides.append(f"train.batch_size={batch_size}")
+    if preset is None and config_file is None and not overrides:
+        return None
+    if preset is None and config_file is None:
+        raise BadInputError("--set/--batch-size need a base config: add --preset NAME or --config FILE")
+    values = config_lib.preset(preset).to_dict() if preset is not None else config_lib.Config().to_dict()
+    if config_file is not None:
+        values = _merge(values, config_lib.load(config_file).to_dict() if preset is None else
+                        _read_toml(config_file))
+    cfg = config_lib.apply_overrides(config_lib.from_dict(values), overrides)
+    return cfg.validate()
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    """The keys a TOML file sets (not a full Config), so they can be laid over a preset."""
+    config_lib.load(path)  # clear errors for a missing file, bad TOML or an unknown key
+    with Path(path).open("rb") as f:
+        return config_lib.tomllib.load(f)
+
+
+def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | None = None,
+              steps: int | None = None) -> tuple[Config, bool]:
+    """Create or reopen a run folder; returns (config, resumed).
+
+    A new run saves `requested` as RUN/config.toml. An existing one uses its saved config; a
+    `requested` config that differs from it on anything but runtime settings is refused. `steps`
+    (the run's total) and `data` may change on resume.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / ckpt.CONFIG_NAME
+    # A folder without a checkpoint has trained nothing yet: a new request simply replaces its config.
+    resumed = config_path.is_file() and (requested is None or ckpt.latest_checkpoint(run_dir) is not None)
+    if resumed:
+        cfg = ckpt.load_run_config(run_dir)
+        if requested is not None:
+            conflicts = config_conflicts(cfg, requested)
+            if conflicts:
+                saved, new = _flatten(cfg.to_dict()), _flatten(requested.to_dict())
+                detail = ", ".join(f"{k} = {saved[k]!r} (asked {new.get(k)!r})" for k in conflicts[:6])
+                raise BadInputError(f"{run_dir} already holds a run with a different config: {detail}. "
+                                    "Resume with the same --preset/--config/--set (or none), or use a new --run-dir")
+    else:
+        if requested is None:
+            raise BadInputError(f"{run_dir} holds no run yet: start one with --preset NAME or --config FILE")
+        cfg = requested
+    if data is not None:
+        cfg.data.path = str(data)
+    if steps is not None:
+        if steps < 1:
+            raise BadInputError("--steps must be at least 1 (it is the run's total step count)")
+        cfg.train.steps = int(steps)
+    if not cfg.data.path:
+        raise BadInputError("no dataset: pass --data FILE.h5 (make one with `hpdm prepare`)")
+    cfg.validate()
+    check_data(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.save(cfg, config_path)
+    return cfg, resumed
+
+
+# ----------------------------------------------------------------------------- data
+
+def check_data(cfg: Config) -> None:
+    """Raise BadInputError (MissingResourceError for no file) unless the data file can feed this config."""
+    store = VideoStore(cfg.data.path)  # raises for a missing, foreign or incomplete file
+    frames, height, width = cfg.model.target
+    stride = cfg.data.frame_stride
+    if stride < 1:
+        raise BadInputError("data.frame_stride must be at least 1")
+    have_h, have_w = store.resolution
+    if have_h < height or have_w < width:
+        raise BadInputError(f"{cfg.data.path} holds {have_h}x{have_w} videos but the target is {height}x{width} "
+                            f"(model.patch {cfg.model.patch} x 2^{cfg.model.num_levels - 1}); prepare the data at "
+                            "a larger resolution or use a smaller model.patch / model.num_levels")
+    needed = (frames - 1) * stride + 1
+    lengths = store.lengths
+    if len(lengths) == 0 or int(lengths.max()) < needed:
+        longest = int(lengths.max()) if len(lengths) else 0
+        raise BadInputError(f"{cfg.data.path}: every video is shorter than the {needed} frames a target clip needs "
+                            f"({frames} frames, data.frame_stride {stride}); the longest has {longest}. Use "
+                            "longer videos or a smaller model.patch frames / data.frame_stride")
+    labels = store.labels
+    if len(labels) and int(labels.max()) >= cfg.model.num_classes:
+        raise BadInputError(f"{cfg.data.path} has labels up to {int(labels.max())} but model.num_classes is "
+                            f"{cfg.model.num_classes}; use --set model.num_classes={int(labels.max()) + 1}")
+    store.close()
+
+
+def open_clips(cfg: Config):
+    """The ClipDataset at the target resolution (random start frame and flip per read)."""
+    from hpdm_core.data.dataset import ClipDataset
+
+    check_data(cfg)
+    frames, height, width = cfg.model.target
+    return ClipDataset(cfg.data.path, frames=frames, resolution=(height, width), frame_stride=cfg.data.frame_stride,
+                       flip=cfg.data.flip)
+
+
+def _read_clip(dataset, index: int, seed: int) -> tuple[torch.Tensor, int]:
+    """dataset[index] with its own randomness (start frame, flip) pinned to `seed`.
+
+    ClipDataset draws from the global RNGs, so they are seeded per clip: the draw depends only on
+    (seed, rank, step, position in batch), whichever process reads the clip.
+    """
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    clip, label = dataset[index]
+    return torch.as_tensor(clip), int(label)
+
+
+class StepBatches(Dataset):
+    """Item s = the batch of step s on this rank: patches [B, n, C, f, h, w], offsets [B, n, 3], labels [B]."""
+
+    def __init__(self, clips, geometry: PatchGeometry, batch_size: int, seed: int, rank: int, num_steps: int,
+                 null_class: int):
+        self.clips, self.geometry, self.null_class = clips, geometry, null_class
+        self.batch_size, self.seed, self.rank, self.num_steps = batch_size, seed, rank, num_steps
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        g = generator(self.seed, self.rank, step, DATA_STREAM)
+        indices = torch.randint(len(self.clips), (self.batch_size,), generator=g).tolist()
+        clip_seeds = torch.randint(2**62, (self.batch_size,), generator=g).tolist()
+        offsets = sample_nested_offsets(self.batch_size, self.geometry, generator=g)
+        pairs = [_read_clip(self.clips, i, s) for i, s in zip(indices, clip_seeds)]
+        clips = torch.stack([c for c, _ in pairs]).float()
+        labels = torch.tensor([label for _, label in pairs], dtype=torch.long)
+        labels = torch.where(labels < 0, self.null_class, labels)  # unlabelled videos train unconditionally
+        return {"patches": extract_hierarchy(clips, offsets, self.geometry), "offsets": offsets, "labels": labels}
+
+
+# ----------------------------------------------------------------------------- logging
+
+def _tensorboard_writer(log_dir: Path):
+    """A SummaryWriter when tensorboard is installed, else None. Tensorboard's TF stub is forced:
+    importing TensorFlow just to write scalars would cost seconds and flood stderr."""
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir))
+
+
+class MetricsLog:
+    """RUN/metrics.jsonl (+ TensorBoard events). On resume, entries past the resumed step are dropped:
+    those steps will be trained again."""
+
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        if self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)
+        self.tb = _tensorboard_writer(run_dir / "tensorboard") if tensorboard else None
+
+    def write(self, metrics: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.tb is not None:
+            for key, value in metrics.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key.replace("loss_level_", "loss/level_"), value, metrics["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------- trainer
+
+@dataclass
+class StepResult:
+    loss: float
+    per_level: list[float]
+    grad_norm: float
+    lr: float
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path, device: str | torch.device = "auto", rank: int = 0,
+                 world_size: int = 1, tensorboard: bool = True):
+        from hpdm_core.model import build_denoiser
+
+        cfg.validate()
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.rank, self.world_size = rank, world_size
+        self.tensorboard = tensorboard
+        t = cfg.train
+        if t.batch_size % (world_size * t.accumulation):
+            raise BadInputError(f"train.batch_size {t.batch_size} must be a multiple of world size x "
+                                f"train.accumulation = {world_size * t.accumulation}")
+        self.local_batch = t.batch_size // world_size
+        self.geometry = PatchGeometry.from_config(cfg.model)
+
+        torch.manual_seed(derive_seed(t.seed, 0, -1))  # same initial weights on every rank
+        self.raw_model = build_denoiser(cfg).to(self.device)
+        self.model = self.wrap_model(self.raw_model)
+        self.ema = EMA(self.raw_model, t.ema_decay)
+        self.optimizer = Lamb(decay_groups(self.raw_model, t.weight_decay), lr=t.lr, betas=tuple(t.betas),
+                              weight_decay=t.weight_decay)
+        self.schedule = WarmupCosine(self.optimizer, t.lr, t.warmup_steps, t.steps)
+        self.step, self.samples_seen = 0, 0
+        self.last_checkpoint: Path | None = None
+        self.clips = None  # opened lazily: building a Trainer for a checkpoint needs no data file
+
+    # -- hooks for distributed training
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def accumulation_context(self, last_micro_batch: bool):
+        return contextlib.nullcontext()
+
+    # -- sizes
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.raw_model.parameters())
+
+    # -- state
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        return {"config": self.cfg.to_dict(), "model": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
+                "step": self.step, "samples_seen": self.samples_seen, "ema_updates": self.ema.num_updates,
+                "rng": rng}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"], int(state.get("ema_updates", state["step"])))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        self.step, self.samples_seen = int(state["step"]), int(state["samples_seen"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
+
+    def save(self) -> Path:
+        if self.rank == 0:
+            self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.state_dict(), self.cfg.train.keep_last)
+        return self.last_checkpoint
+
+    def resume(self) -> int:
+        """Load the run folder's latest checkpoint, if any; returns the step training continues from."""
+        path = ckpt.latest_checkpoint(self.run_dir)
+        if path is not None:
+            state = ckpt.load_checkpoint(path, map_location=self.device)
+            if config_conflicts(config_lib.from_dict(state["config"]), self.cfg):
+                raise BadInputError(f"{path} was written with a different config than {self.run_dir}/config.toml; "
+                                    "restore that config.toml or start a new --run-dir")
+            self.load_state_dict(state)
+            self.last_checkpoint = path
+        return self.step
+
+    # -- data
+    def open_data(self):
+        if self.clips is None:
+            self.clips = open_clips(self.cfg)
+        return self.clips
+
+    def batches(self, start: int, end: int):
+        self.open_data()
+        t = self.cfg.train
+        steps = StepBatches(self.clips, self.geometry, self.local_batch, t.seed, self.rank, end,
+                            null_class=self.cfg.model.num_classes)
+        workers = self.cfg.data.num_workers
+        return DataLoader(steps, batch_size=None, sampler=range(start, end), num_workers=workers,
+                          pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
+                          persistent_workers=False)
+
+    # -- one optimisation step
+    def autocast(self):
+        if self.device.type == "cuda" and self.cfg.train.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def compute_loss(self, patches, offsets, labels, noise: torch.Generator):
+        from hpdm_core.diffusion import hierarchy_loss
+
+        return hierarchy_loss(self.model, patches, offsets, labels, generator=noise)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> StepResult:
+        t = self.cfg.train
+        lr = self.schedule.apply()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        noise = generator(t.seed, self.rank, self.step, NOISE_STREAM, device=self.device)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        micro = self.local_batch // t.accumulation
+        loss_sum, level_sum = 0.0, 0.0
+        for i in range(t.accumulation):
+            part = {k: v[i * micro:(i + 1) * micro] for k, v in batch.items()}
+            with self.accumulation_context(i == t.accumulation - 1), self.autocast():
+                loss, per_level = self.compute_loss(part["patches"], part["offsets"], part["labels"], noise)
+            # Equal micro-batches: the mean of their means is the full batch's mean loss.
+            (loss / t.accumulation).backward()
+            loss_sum = loss_sum + loss.detach().float() / t.accumulation
+            level_sum = level_sum + per_level.detach().float() / t.accumulation
+        loss_value = float(loss_sum)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(),
+                                                         t.grad_clip if t.grad_clip > 0 else math.inf))
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            kept = f"the last good checkpoint {self.last_checkpoint} is kept" if self.last_checkpoint else \
+                "no checkpoint had been written yet"
+            raise TrainingDivergedError(
+                f"training diverged at step {self.step + 1}: loss {loss_value}, gradient norm {grad_norm}; "
+                f"stopped without saving, {kept}. Lower train.lr, raise train.warmup_steps or check the data")
+        self.optimizer.step()
+        self.ema.update(self.raw_model)
+        self.schedule.advance()
+        self.step += 1
+        self.samples_seen += t.batch_size
+        return StepResult(loss_value, [float(v) for v in level_sum], grad_norm, lr)
+
+    # -- the loop
+    def fit(self, stop_at: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None) -> int:
+        """Train from the current step to train.steps (or stop_at, if earlier); returns the final step.
+
+        Logs every train.log_every steps, checkpoints every train.checkpoint_every steps and at the end.
+        """
+        t = self.cfg.train
+        end = t.steps if stop_at is None else min(stop_at, t.steps)
+        if self.step >= end:
+            return self.step
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(self.run_dir, self.step, self.tensorboard) if self.rank == 0 else None
+        last_time, last_step = time.perf_counter(), self.step
+        try:
+            for batch in self.batches(self.step, end):
+                result = self.train_step(batch)
+                if self.step % t.log_every == 0 or self.step == end:
+                    now = time.perf_counter()
+                    steps_per_s = (self.step - last_step) / max(now - last_time, 1e-9)
+                    last_time, last_step = now, self.step
+                    metrics = {"step": self.step, "loss": result.loss,
+                               **{f"loss_level_{i}": v for i, v in enumerate(result.per_level)},
+                               "lr": result.lr, "grad_norm": result.grad_norm, "steps_per_s": steps_per_s,
+                               "videos_per_s": steps_per_s * t.batch_size, "samples_seen": self.samples_seen}
+                    if log is not None:
+                        log.write(metrics)
+                    if on_log is not None:
+                        on_log(metrics)
+                if self.step % t.checkpoint_every == 0 or self.step == end:
+                    self.save()
+        finally:
+            if log is not None:
+                log.close()
+        return self.step
