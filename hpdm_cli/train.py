@@ -1,4 +1,4 @@
-"""`hpdm train`: patch-hierarchy training in one process; resumes from the run folder."""
+"""`hpdm train`: patch-hierarchy training, one process or under torchrun (DDP / FSDP); resumes from the run folder."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hpdm_cli.app import app
 from hpdm_cli.common import print_json, stderr, stdout
+from hpdm_core.errors import BadInputError, HPDMError
 
 
 @app.command()
@@ -21,18 +22,56 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file applied over the preset."),
     overrides: list[str] = typer.Option([], "--set", help="section.key=value, e.g. model.fusion=shallow (repeatable)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Shortcut for --set train.batch_size=N."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun: shard every RIN block with FSDP2 instead of DDP."),
     json_out: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout."),
 ) -> None:
-    """Train HPDM on nested patch hierarchies (LAMB, warm-up + cosine, EMA)."""
-    from hpdm_core.training import Trainer, build_config, setup_run
+    """Train HPDM on nested patch hierarchies (LAMB, warm-up + cosine, EMA).
+
+    Launched by torchrun (`torchrun --nproc_per_node=N -m hpdm_cli train ...`) it trains with DDP (or
+    FSDP with --fsdp) on the global batch train.batch_size split over the N processes.
+    """
+    from hpdm_core import distributed as dist_lib
+
+    if fsdp and not dist_lib.launched():
+        raise BadInputError("--fsdp shards the model over processes: launch with torchrun --nproc_per_node=N")
+    env, run_device = dist_lib.init(device) if dist_lib.launched() else (dist_lib.DistEnv(), device)
+    try:
+        _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env)
+    finally:
+        dist_lib.destroy()
+
+
+def _setup(run_dir, requested, data, steps, env):
+    """setup_run on rank 0 only (it writes config.toml); its outcome, or its error, on every rank."""
+    from hpdm_core import distributed as dist_lib
+    from hpdm_core.training import setup_run
+
+    outcome = None
+    if env.is_main:
+        try:
+            outcome = setup_run(run_dir, requested, data=data, steps=steps)
+        except HPDMError as err:
+            outcome = err
+    outcome = dist_lib.broadcast_object(outcome)
+    if isinstance(outcome, HPDMError):
+        raise outcome
+    return outcome
+
+
+def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, fsdp, json_out, env) -> None:
+    from hpdm_core.training import Trainer, build_config
 
     requested = build_config(preset, config, overrides, batch_size)
-    cfg, resumed = setup_run(run_dir, requested, data=data, steps=steps)
-    trainer = Trainer(cfg, run_dir, device=device)
+    cfg, resumed = _setup(run_dir, requested, data, steps, env)
+    trainer = Trainer(cfg, run_dir, device=device, rank=env.rank, world_size=env.world_size, fsdp=fsdp)
     start = trainer.resume()
+    if not env.is_main:  # the other ranks train silently
+        trainer.fit()
+        return
     t = cfg.train
-    stderr.print(f"[bold]hpdm train[/] {run_dir}: {trainer.num_parameters:,} parameters on {trainer.device}, "
+    parallel = f" x {env.world_size} processes ({'FSDP' if fsdp else 'DDP'})" if env.world_size > 1 else ""
+    stderr.print(f"[bold]hpdm train[/] {run_dir}: {trainer.num_parameters:,} parameters on {trainer.device}{parallel}, "
                  f"batch {t.batch_size}, target {'x'.join(map(str, cfg.model.target))} from "
                  f"{cfg.model.num_levels} levels of {'x'.join(map(str, cfg.model.patch))} patches")
     clips = trainer.open_data()

@@ -64,6 +64,8 @@ class Lamb(torch.optim.Optimizer):
             w_norm = torch.stack(torch._foreach_norm(params))
             u_norm = torch.stack(torch._foreach_norm(update))
             trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+            if hasattr(trust, "full_tensor"):  # FSDP: norms of sharded parameters are DTensors
+                trust = trust.full_tensor()
             torch._foreach_mul_(update, (-group["lr"] * trust).tolist())
             torch._foreach_add_(params, update)
         return loss

@@ -5,14 +5,17 @@ nested chain of patches per clip (pyramid.extract_hierarchy) and trains every le
 (diffusion.hierarchy_loss). LAMB, linear warm-up + cosine decay, EMA, global-norm gradient clipping,
 gradient accumulation, bf16 autocast on CUDA.
 
-Determinism (DESIGN.md, Conventions): every random draw of step s on rank k comes from generators
-keyed by (seed, k, s): the data stream picks the clips, their start frames, flips and patch offsets;
-the noise stream draws the per-level sigmas, the label dropout and the noise. Batches are built by a
-map-style dataset indexed by the step, so DataLoader workers (any number) produce exactly the batch
-the main process would, and a run resumed at step s continues exactly as if it had never stopped.
+Determinism (DESIGN.md, Conventions): every random draw of row j of the global batch of step s
+comes from generators keyed by (seed, s, j): the data stream picks the clip, its start frame, flip
+and patch offsets; the noise stream draws the per-level sigmas, the label dropout and the noise.
+Rank k of W trains rows [k B/W, (k+1) B/W), so it draws exactly what one process draws for those
+rows: DDP on W ranks takes the same steps as one process with the same global batch. Batches are
+built by a map-style dataset indexed by the step, so DataLoader workers (any number) produce exactly
+the batch the main process would, and a run resumed at step s continues exactly as if it had never
+stopped, with any number of processes.
 
-Distributed training plugs in at `wrap_model` (DDP/FSDP), `accumulation_context` (no_sync) and
-`rank`/`world_size`; everything else is rank-local already.
+Distributed training (torchrun): DDP around the HPDM network, or FSDP2 (`fsdp=True`) sharding each
+RIN block; checkpoints hold gathered full tensors (hpdm_core.distributed), written by rank 0 only.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hpdm_core import checkpoint as ckpt
+from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
 from hpdm_core.config import Config
+from hpdm_core.diffusion import Denoiser, drop_labels, preconditioning, sample_sigmas
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError, TrainingDivergedError
 from hpdm_core.optim import EMA, Lamb, WarmupCosine, decay_groups
@@ -191,7 +196,7 @@ def _read_clip(dataset, index: int, seed: int) -> tuple[torch.Tensor, int]:
     """dataset[index] with its own randomness (start frame, flip) pinned to `seed`.
 
     ClipDataset draws from the global RNGs, so they are seeded per clip: the draw depends only on
-    (seed, rank, step, position in batch), whichever process reads the clip.
+    (seed, step, row of the global batch), whichever process reads the clip.
     """
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -201,27 +206,65 @@ def _read_clip(dataset, index: int, seed: int) -> tuple[torch.Tensor, int]:
 
 
 class StepBatches(Dataset):
-    """Item s = the batch of step s on this rank: patches [B, n, C, f, h, w], offsets [B, n, 3], labels [B]."""
+    """Item s = this rank's rows of the global batch of step s: patches [B, n, C, f, h, w], offsets [B, n, 3],
+    labels [B]; every row draws from its own generator keyed by (seed, s, row)."""
 
-    def __init__(self, clips, geometry: PatchGeometry, batch_size: int, seed: int, rank: int, num_steps: int,
-                 null_class: int):
+    def __init__(self, clips, geometry: PatchGeometry, rows: range, seed: int, num_steps: int, null_class: int):
         self.clips, self.geometry, self.null_class = clips, geometry, null_class
-        self.batch_size, self.seed, self.rank, self.num_steps = batch_size, seed, rank, num_steps
+        self.rows, self.seed, self.num_steps = rows, seed, num_steps
 
     def __len__(self) -> int:
         return self.num_steps
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        g = generator(self.seed, self.rank, step, DATA_STREAM)
-        indices = torch.randint(len(self.clips), (self.batch_size,), generator=g).tolist()
-        clip_seeds = torch.randint(2**62, (self.batch_size,), generator=g).tolist()
-        offsets = sample_nested_offsets(self.batch_size, self.geometry, generator=g)
+        indices, clip_seeds, offsets = [], [], []
+        for row in self.rows:
+            g = generator(self.seed, step, row, DATA_STREAM)
+            indices.append(int(torch.randint(len(self.clips), (1,), generator=g)))
+            clip_seeds.append(int(torch.randint(2**62, (1,), generator=g)))
+            offsets.append(sample_nested_offsets(1, self.geometry, generator=g))
+        offsets = torch.cat(offsets)
         pairs = [_read_clip(self.clips, i, s) for i, s in zip(indices, clip_seeds)]
         clips = torch.stack([c for c, _ in pairs]).float()
         labels = torch.tensor([label for _, label in pairs], dtype=torch.long)
         labels = torch.where(labels < 0, self.null_class, labels)  # unlabelled videos train unconditionally
         return {"patches": extract_hierarchy(clips, offsets, self.geometry), "offsets": offsets, "labels": labels}
 
+
+
+# ----------------------------------------------------------------------------- loss with per-sample draws
+
+class SyncedDenoiser(Denoiser):
+    """The Denoiser computation with its HPDM network behind DDP (`network`), whose hooks all-reduce the
+    gradients. Holds no weights of its own: checkpoints come from the plain denoiser."""
+
+    def __init__(self, denoiser: Denoiser, network: torch.nn.Module):
+        torch.nn.Module.__init__(self)
+        self.network = network
+        self.cfg, self.num_classes, self.geometry = denoiser.cfg, denoiser.num_classes, denoiser.geometry
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.network
+
+
+def per_sample_hierarchy_loss(denoiser, patches: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
+                              generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """diffusion.hierarchy_loss with every sample's sigmas, noise and label dropout from its own generator,
+    so a sample's draws do not depend on which rank or micro-batch it lands in."""
+    cfg, device = denoiser.cfg, patches.device
+    b, n = patches.shape[:2]
+    sigma = torch.cat([sample_sigmas(1, n, cfg, g, device) for g in generators])
+    noise = torch.stack([torch.randn(patches.shape[1:], generator=g, device=g.device) for g in generators]).to(device)
+    labels = torch.cat([drop_labels(labels[i:i + 1], denoiser.num_classes, cfg.label_dropout, g)
+                        for i, g in enumerate(generators)])
+    pp = lambda c: c.reshape(b, n, 1, 1, 1, 1)  # noqa: E731  [B, n] -> broadcast over [B, n, C, f, h, w]
+    x_noisy = patches + pp(sigma) * noise
+    c_skip, c_out, c_in, c_noise = preconditioning(sigma, cfg.sigma_data)
+    out = denoiser.model(pp(c_in) * x_noisy, c_noise, offsets, labels)
+    target = (patches - pp(c_skip) * x_noisy) / pp(c_out)
+    per_level = (out.float() - target).square().mean(dim=(0, 2, 3, 4, 5))
+    return per_level.mean(), per_level.detach()
 
 # ----------------------------------------------------------------------------- logging
 
@@ -275,13 +318,15 @@ class StepResult:
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, device: str | torch.device = "auto", rank: int = 0,
-                 world_size: int = 1, tensorboard: bool = True):
+                 world_size: int = 1, tensorboard: bool = True, fsdp: bool = False):
         from hpdm_core.model import build_denoiser
 
         cfg.validate()
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.fsdp = rank, world_size, fsdp
+        if world_size > 1 and dist_lib.world_size() != world_size:
+            raise BadInputError(f"world_size {world_size} needs a process group of that size: launch with torchrun")
         self.tensorboard = tensorboard
         t = cfg.train
         if t.batch_size % (world_size * t.accumulation):
@@ -292,8 +337,8 @@ class Trainer:
 
         torch.manual_seed(derive_seed(t.seed, 0, -1))  # same initial weights on every rank
         self.raw_model = build_denoiser(cfg).to(self.device)
+        self.ema = EMA(self.raw_model, t.ema_decay)  # before wrapping: a plain copy
         self.model = self.wrap_model(self.raw_model)
-        self.ema = EMA(self.raw_model, t.ema_decay)
         self.optimizer = Lamb(decay_groups(self.raw_model, t.weight_decay), lr=t.lr, betas=tuple(t.betas),
                               weight_decay=t.weight_decay)
         self.schedule = WarmupCosine(self.optimizer, t.lr, t.warmup_steps, t.steps)
@@ -301,12 +346,30 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.clips = None  # opened lazily: building a Trainer for a checkpoint needs no data file
 
-    # -- hooks for distributed training
+    # -- distributed training
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The denoiser that training calls: plain, with its HPDM network behind DDP, or FSDP-sharded."""
+        if self.fsdp:
+            # In place, block by block; the EMA copy is sharded alike so its update stays shard-local.
+            dist_lib.fully_shard_blocks(model.model, model.model.blocks)
+            dist_lib.fully_shard_blocks(self.ema.model.model, self.ema.model.model.blocks)
+            return model
+        if self.world_size > 1:
+            return SyncedDenoiser(model, dist_lib.wrap_ddp(model.model, self.device))
         return model
 
     def accumulation_context(self, last_micro_batch: bool):
+        """Gradients are all-reduced once per step, after the last micro-batch."""
+        if self.fsdp:
+            self.raw_model.model.set_requires_gradient_sync(last_micro_batch)
+        elif isinstance(self.model, SyncedDenoiser) and not last_micro_batch:
+            return self.model.network.no_sync()
         return contextlib.nullcontext()
+
+    @property
+    def rows(self) -> range:
+        """This rank's rows of the global batch."""
+        return range(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
 
     # -- sizes
     @property
@@ -318,15 +381,18 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
-        return {"config": self.cfg.to_dict(), "model": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
+        # Full tensors on the CPU, also under FSDP (a collective there: every rank calls state_dict).
+        return {"config": self.cfg.to_dict(), "model": dist_lib.full_model_state(self.raw_model),
+                "ema": dist_lib.full_model_state(self.ema.model),
+                "optimizer": dist_lib.full_optimizer_state(self.optimizer), "scheduler": self.schedule.state_dict(),
                 "step": self.step, "samples_seen": self.samples_seen, "ema_updates": self.ema.num_updates,
                 "rng": rng}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.raw_model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"], int(state.get("ema_updates", state["step"])))
-        self.optimizer.load_state_dict(state["optimizer"])
+        dist_lib.load_full_model_state(self.raw_model, state["model"])
+        dist_lib.load_full_model_state(self.ema.model, state["ema"])
+        self.ema.num_updates = int(state.get("ema_updates", state["step"]))
+        dist_lib.load_full_optimizer_state(self.optimizer, state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
         self.step, self.samples_seen = int(state["step"]), int(state["samples_seen"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
@@ -334,8 +400,11 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
 
     def save(self) -> Path:
+        """Rank 0 writes the checkpoint (FSDP: every rank helps gather it); the others wait for the file."""
+        state = self.state_dict() if self.fsdp or self.rank == 0 else None
         if self.rank == 0:
-            self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.state_dict(), self.cfg.train.keep_last)
+            self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, state, self.cfg.train.keep_last)
+        dist_lib.barrier()
         return self.last_checkpoint
 
     def resume(self) -> int:
@@ -359,8 +428,7 @@ class Trainer:
     def batches(self, start: int, end: int):
         self.open_data()
         t = self.cfg.train
-        steps = StepBatches(self.clips, self.geometry, self.local_batch, t.seed, self.rank, end,
-                            null_class=self.cfg.model.num_classes)
+        steps = StepBatches(self.clips, self.geometry, self.rows, t.seed, end, null_class=self.cfg.model.num_classes)
         workers = self.cfg.data.num_workers
         return DataLoader(steps, batch_size=None, sampler=range(start, end), num_workers=workers,
                           pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
@@ -372,31 +440,34 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def compute_loss(self, patches, offsets, labels, noise: torch.Generator):
-        from hpdm_core.diffusion import hierarchy_loss
-
-        return hierarchy_loss(self.model, patches, offsets, labels, generator=noise)
+    def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator]):
+        return per_sample_hierarchy_loss(self.model, patches, offsets, labels, noise)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> StepResult:
         t = self.cfg.train
         lr = self.schedule.apply()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        noise = generator(t.seed, self.rank, self.step, NOISE_STREAM, device=self.device)
+        noise = [generator(t.seed, self.step, row, NOISE_STREAM, device=self.device) for row in self.rows]
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         micro = self.local_batch // t.accumulation
         loss_sum, level_sum = 0.0, 0.0
         for i in range(t.accumulation):
             part = {k: v[i * micro:(i + 1) * micro] for k, v in batch.items()}
             with self.accumulation_context(i == t.accumulation - 1), self.autocast():
-                loss, per_level = self.compute_loss(part["patches"], part["offsets"], part["labels"], noise)
+                loss, per_level = self.compute_loss(part["patches"], part["offsets"], part["labels"],
+                                                    noise[i * micro:(i + 1) * micro])
             # Equal micro-batches: the mean of their means is the full batch's mean loss.
             (loss / t.accumulation).backward()
             loss_sum = loss_sum + loss.detach().float() / t.accumulation
             level_sum = level_sum + per_level.detach().float() / t.accumulation
+        if self.world_size > 1:  # the global batch's loss (equal shards: the mean of the ranks' means)
+            both = dist_lib.all_reduce_mean(torch.cat([torch.as_tensor(loss_sum).reshape(1), level_sum]).double())
+            loss_sum, level_sum = both[0], both[1:]
         loss_value = float(loss_sum)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(),
-                                                         t.grad_clip if t.grad_clip > 0 else math.inf))
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.raw_model.parameters() if p.requires_grad],
+                                                   t.grad_clip if t.grad_clip > 0 else math.inf)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             kept = f"the last good checkpoint {self.last_checkpoint} is kept" if self.last_checkpoint else \

@@ -8,6 +8,7 @@ and the test compares them with the same computation done here in one process.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
 
@@ -340,3 +341,70 @@ def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
     assert cached.count == direct.count == 5
     np.testing.assert_allclose(cached.total, direct.total, rtol=1e-12)
     np.testing.assert_allclose(cached.outer, direct.outer, rtol=1e-12)
+# ----------------------------------------------------------------------------- the Trainer under DDP / FSDP
+
+TRAIN = ["model.patch=2x4x4", "model.token=1x2x2", "model.interface_dim=16", "model.latent_dim=16",
+         "model.num_latents=4", "model.head_dim=8", "model.latent_layers=1", "model.num_blocks=3",
+         "model.levels_per_block=1,2,3", "model.fourier_features=2", "model.num_classes=3",
+         "train.batch_size=4", "train.warmup_steps=2", "train.steps=3", "train.log_every=1",
+         "train.checkpoint_every=2", "train.ema_decay=0.9", "data.num_workers=0", "data.flip=true"]
+
+
+def train_config(data):
+    from hpdm_core.config import apply_overrides
+
+    cfg = apply_overrides(preset("tiny"), TRAIN)
+    cfg.data.path = str(data)
+    return cfg.validate()
+
+
+def write_train_store(path):
+    from hpdm_core.data.h5store import VideoStoreWriter
+
+    rng = np.random.default_rng(0)
+    with VideoStoreWriter(path, 16, 16) as writer:
+        for i in range(5):
+            writer.append(rng.integers(0, 256, (10, 16, 16, 3), dtype=np.uint8), label=i % 3)
+        writer.finish(["a", "b", "c"], fps=8.0)
+    return path
+
+
+def _trainers(env, device, out_dir):
+    from hpdm_core.training import Trainer
+
+    cfg = train_config(f"{out_dir}/data.h5")
+    for name, fsdp in (("ddp", False), ("fsdp", True)):
+        trainer = Trainer(cfg, f"{out_dir}/{name}", device=device, rank=env.rank, world_size=env.world_size,
+                          tensorboard=False, fsdp=fsdp)
+        assert trainer.fit(stop_at=2) == 2 and trainer.local_batch == 2
+        assert (trainer.last_checkpoint is not None) == env.is_main  # rank 0 alone writes
+
+
+def test_ddp_and_fsdp_training_equal_one_process_and_resume_with_one(tmp_path):
+    from hpdm_core import checkpoint as ckpt
+    from hpdm_core.training import Trainer
+
+    data = write_train_store(tmp_path / "data.h5")
+    spawn(_trainers, str(tmp_path))
+    cfg = train_config(data)
+    single = Trainer(cfg, tmp_path / "single", device="cpu", tensorboard=False)
+    single.fit(stop_at=2)
+    reference = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "single"))
+    for name in ("ddp", "fsdp"):
+        state = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / name))
+        assert state["step"] == 2 and state["samples_seen"] == 8
+        for part in ("model", "ema"):
+            for key, value in reference[part].items():
+                torch.testing.assert_close(state[part][key], value, atol=1e-5, rtol=1e-5, msg=f"{name} {part} {key}")
+        for index, values in reference["optimizer"]["state"].items():
+            torch.testing.assert_close(state["optimizer"]["state"][index]["exp_avg"], values["exp_avg"],
+                                       atol=1e-6, rtol=1e-4)
+    # Only rank 0 logged: one line per step.
+    assert [json.loads(line)["step"] for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+    # The run saved by 2 processes resumes in 1 and continues as the single-process run does.
+    single.fit()
+    resumed = Trainer(cfg, tmp_path / "ddp", device="cpu", tensorboard=False)
+    assert resumed.resume() == 2 and resumed.fit() == 3
+    for key, value in single.raw_model.state_dict().items():
+        torch.testing.assert_close(resumed.raw_model.state_dict()[key], value, atol=1e-5, rtol=1e-5, msg=key)
