@@ -98,15 +98,32 @@ def drop_labels(labels: torch.Tensor, num_classes: int, p: float, generator: tor
     return torch.where(drop, torch.full_like(labels, num_classes), labels)
 
 
+def draw_corruption(patches: torch.Tensor, labels: torch.Tensor, cfg: DiffusionConfig, num_classes: int,
+                    generator: torch.Generator | list[torch.Generator] | None = None):
+    """(sigma [B, n], noise like patches, labels after dropout) of one training batch.
+
+    With a list of generators, one per sample, each sample's draws come from its own generator, so
+    they do not depend on which rank or micro-batch the sample lands in (DDP equals one process).
+    """
+    if isinstance(generator, (list, tuple)):
+        parts = [draw_corruption(patches[i:i + 1], labels[i:i + 1], cfg, num_classes, g)
+                 for i, g in enumerate(generator)]
+        return tuple(torch.cat(part) for part in zip(*parts))
+    device = patches.device
+    sigma = sample_sigmas(patches.shape[0], patches.shape[1], cfg, generator, device)
+    noise = _randn(patches.shape, generator, device)
+    return sigma, noise, drop_labels(labels, num_classes, cfg.label_dropout, generator)
+
+
 def hierarchy_loss(denoiser: Denoiser, patches: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Joint denoising loss of a patch chain [B, n, C, f, h, w]: (mean over levels, per-level losses [n] detached)."""
-    cfg, device = denoiser.cfg, patches.device
-    b, n = patches.shape[:2]
-    sigma = sample_sigmas(b, n, cfg, generator, device)
-    x_noisy = patches + _per_pixel(sigma) * _randn(patches.shape, generator, device)
-    labels = drop_labels(labels, denoiser.num_classes, cfg.label_dropout, generator)
-    c_skip, c_out, c_in, c_noise = preconditioning(sigma, cfg.sigma_data)
+                   generator: torch.Generator | list[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint denoising loss of a patch chain [B, n, C, f, h, w]: (mean over levels, per-level losses [n] detached).
+
+    `generator`: one for the batch, or one per sample (see draw_corruption).
+    """
+    sigma, noise, labels = draw_corruption(patches, labels, denoiser.cfg, denoiser.num_classes, generator)
+    x_noisy = patches + _per_pixel(sigma) * noise
+    c_skip, c_out, c_in, c_noise = preconditioning(sigma, denoiser.cfg.sigma_data)
     c_skip, c_out, c_in = _per_pixel(c_skip), _per_pixel(c_out), _per_pixel(c_in)
     out = denoiser.model(c_in * x_noisy, c_noise, offsets, labels)
     target = (patches - c_skip * x_noisy) / c_out

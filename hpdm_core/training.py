@@ -39,7 +39,7 @@ from hpdm_core import checkpoint as ckpt
 from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
 from hpdm_core.config import Config
-from hpdm_core.diffusion import Denoiser, drop_labels, preconditioning, sample_sigmas
+from hpdm_core.diffusion import Denoiser, hierarchy_loss
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError, TrainingDivergedError
 from hpdm_core.optim import EMA, Lamb, WarmupCosine, decay_groups
@@ -248,24 +248,6 @@ class SyncedDenoiser(Denoiser):
         return self.network
 
 
-def per_sample_hierarchy_loss(denoiser, patches: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
-                              generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
-    """diffusion.hierarchy_loss with every sample's sigmas, noise and label dropout from its own generator,
-    so a sample's draws do not depend on which rank or micro-batch it lands in."""
-    cfg, device = denoiser.cfg, patches.device
-    b, n = patches.shape[:2]
-    sigma = torch.cat([sample_sigmas(1, n, cfg, g, device) for g in generators])
-    noise = torch.stack([torch.randn(patches.shape[1:], generator=g, device=g.device) for g in generators]).to(device)
-    labels = torch.cat([drop_labels(labels[i:i + 1], denoiser.num_classes, cfg.label_dropout, g)
-                        for i, g in enumerate(generators)])
-    pp = lambda c: c.reshape(b, n, 1, 1, 1, 1)  # noqa: E731  [B, n] -> broadcast over [B, n, C, f, h, w]
-    x_noisy = patches + pp(sigma) * noise
-    c_skip, c_out, c_in, c_noise = preconditioning(sigma, cfg.sigma_data)
-    out = denoiser.model(pp(c_in) * x_noisy, c_noise, offsets, labels)
-    target = (patches - pp(c_skip) * x_noisy) / pp(c_out)
-    per_level = (out.float() - target).square().mean(dim=(0, 2, 3, 4, 5))
-    return per_level.mean(), per_level.detach()
-
 # ----------------------------------------------------------------------------- logging
 
 def _tensorboard_writer(log_dir: Path):
@@ -441,7 +423,7 @@ class Trainer:
         return contextlib.nullcontext()
 
     def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator]):
-        return per_sample_hierarchy_loss(self.model, patches, offsets, labels, noise)
+        return hierarchy_loss(self.model, patches, offsets, labels, noise)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> StepResult:
         t = self.cfg.train
