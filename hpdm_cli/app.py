@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "hpdm_cli.train",
     "hpdm_cli.sample",
     "hpdm_cli.evaluate",
+    "hpdm_cli.ablate",
 )
 
 
