@@ -9,42 +9,11 @@ spaced frames left to right).
 from __future__ import annotations
 
 import argparse
-import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from hpdm_core.data.video_io import write_video_grid
-
-
-def write_png(path: Path, image: np.ndarray) -> Path:
-    """uint8 [H, W, 3] -> an 8-bit RGB PNG (no dependency beyond zlib), written atomically."""
-    height, width, _ = image.shape
-    raw = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(image, np.uint8))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
-    return path
-
-
-def frame_grid(videos: np.ndarray, columns: int = 8, padding: int = 2) -> np.ndarray:
-    """uint8 [N, F, H, W, 3] -> one image: a row per video, `columns` evenly spaced frames."""
-    count, frames, height, width, _ = videos.shape
-    picks = np.linspace(0, frames - 1, min(columns, frames)).round().astype(int)
-    image = np.full((count * (height + padding) + padding, len(picks) * (width + padding) + padding, 3), 255, np.uint8)
-    for i, video in enumerate(videos):
-        for j, k in enumerate(picks):
-            y, x = padding + i * (height + padding), padding + j * (width + padding)
-            image[y:y + height, x:x + width] = video[k]
-    return image
+from hpdm_core.data.video_io import write_frame_grid, write_video_grid
 
 
 def main() -> None:
@@ -54,6 +23,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8, help="videos in the PNG")
     parser.add_argument("--columns", type=int, default=8, help="frames per video in the PNG")
     parser.add_argument("--fps", type=float, default=8.0)
+    parser.add_argument("--scale", type=int, default=2, help="pixel repeat in the PNG")
     args = parser.parse_args()
 
     with np.load(args.npz) as arrays:
@@ -61,7 +31,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     written = [write_video_grid(args.out.with_suffix(".mp4"), videos, args.fps),
                write_video_grid(args.out.with_suffix(".gif"), videos, args.fps),
-               write_png(args.out.with_name(args.out.name + "_frames.png"), frame_grid(videos[:args.rows], args.columns))]
+               write_frame_grid(args.out.with_name(args.out.name + "_frames.png"), videos[:args.rows], args.columns,
+                                args.scale)]
     for path in written:
         print(f"wrote {path} ({Path(path).stat().st_size // 1024} KB)")
 

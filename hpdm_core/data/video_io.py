@@ -192,3 +192,34 @@ def write_video_grid(path: str | os.PathLike, videos: np.ndarray, fps: float, co
                      padding: int = 2) -> Path:
     """Write uint8 [N, F, H, W, 3] as one grid video (mp4 or gif by suffix)."""
     return write_video(path, make_grid(videos, columns, padding), fps)
+
+
+def frame_grid(videos: np.ndarray, columns: int = 8, padding: int = 2) -> np.ndarray:
+    """uint8 [N, F, H, W, 3] -> one uint8 image [H', W', 3]: a row per video, `columns` frames spread
+    evenly over time, white gaps. The still that shows motion at a glance (README, reports)."""
+    videos = np.asarray(videos)
+    if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[-1] != 3 or videos.shape[0] == 0:
+        raise BadInputError(f"expected uint8 videos [N, F, H, W, 3], got {videos.dtype} {list(videos.shape)}")
+    n, f, h, w, _ = videos.shape
+    picks = np.linspace(0, f - 1, min(columns, f)).round().astype(int)
+    image = np.full((n * (h + padding) + padding, len(picks) * (w + padding) + padding, 3), 255, np.uint8)
+    for i, video in enumerate(videos):
+        for j, k in enumerate(picks):
+            top, left = padding + i * (h + padding), padding + j * (w + padding)
+            image[top:top + h, left:left + w] = video[k]
+    return image
+
+
+def write_frame_grid(path: str | os.PathLike, videos: np.ndarray, columns: int = 8, scale: int = 1) -> Path:
+    """Write frame_grid(videos) as a PNG, each pixel repeated `scale` times, atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    image = frame_grid(videos, columns)
+    if scale > 1:
+        image = image.repeat(scale, 0).repeat(scale, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(image).save(tmp, format="PNG", optimize=True)
+    os.replace(tmp, path)
+    return path
