@@ -132,7 +132,11 @@ class HPDM(nn.Module):
             self.level_embedding(levels).expand(b, n, -1),
             self.class_embedding(labels).unsqueeze(1).expand(b, n, -1),
         ], 2)
-        z = torch.cat([self.latents[levels].expand(b, -1, -1, -1), conditioning.to(self.latents.dtype)], 2)
+        conditioning = conditioning.to(self.latents.dtype)
+        # The conditioning also shifts every latent: as extra tokens alone it reaches the interface only
+        # through attention, and the network learns to use the noise level and class far more slowly.
+        latents = self.latents[levels] + conditioning.sum(2, keepdim=True)
+        z = torch.cat([latents, conditioning], 2)
         return a, z, coords
 
     def detokenize(self, a: torch.Tensor) -> torch.Tensor:
