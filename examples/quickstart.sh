@@ -5,16 +5,16 @@
 #
 # Everything goes to ./demo/ (DEMO_DIR). Run it again: finished stages are kept (data, the trained
 # run), the rest is redone. Environment knobs (the defaults are the demo; tests shrink them):
-#   DEMO_DIR=demo  TRAIN_STEPS=<tiny preset>  NUM_VIDEOS=256  NUM_SAMPLES=8  SAMPLE_STEPS=32
-#   OVERLAP=fhw  FVD_NUM=8  EXTRA_SET="model.num_levels=2 ..."  (extra --set for training)
+#   DEMO_DIR=demo  TRAIN_STEPS=<tiny preset>  NUM_VIDEOS=256  NUM_SAMPLES=8  SAMPLE_STEPS=64
+#   OVERLAP=hw  FVD_NUM=8  EXTRA_SET="model.num_levels=2 ..."  (extra --set for training)
 set -euo pipefail
 
 DEMO_DIR=${DEMO_DIR:-demo}
 TRAIN_STEPS=${TRAIN_STEPS:-}
 NUM_VIDEOS=${NUM_VIDEOS:-256}
 NUM_SAMPLES=${NUM_SAMPLES:-8}
-SAMPLE_STEPS=${SAMPLE_STEPS:-32}
-OVERLAP=${OVERLAP:-fhw}
+SAMPLE_STEPS=${SAMPLE_STEPS:-64}
+OVERLAP=${OVERLAP:-hw}
 FVD_NUM=${FVD_NUM:-8}
 FRAMES=${FRAMES:-32}
 RESOLUTION=${RESOLUTION:-64}

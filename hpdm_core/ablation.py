@@ -315,6 +315,16 @@ def _device(name: str) -> str:
     return str(resolve_device(name))
 
 
+def _finished(folder: Path, request: dict, name: str, log: Log | None) -> dict | None:
+    """The stored result of a variant already run with these exact settings (resume), else None."""
+    stored = read_json(folder / RESULT_NAME)
+    if stored is None or stored.get("request") != request:
+        return None
+    if log:
+        log(f"{name}: finished earlier, reusing {folder / RESULT_NAME}")
+    return {**stored, "reused": True}
+
+
 def run_architecture_suite(base: Config, steps: int, options: SuiteOptions, variants: list[str] | None = None,
                            log: Log | None = None, on_train_log: Callable[[str, dict], None] | None = None,
                            progress: Callable[[int], None] | None = None) -> dict:
@@ -336,11 +346,9 @@ def run_architecture_suite(base: Config, steps: int, options: SuiteOptions, vari
     for name in names:
         run_dir = options.out / name
         request = options.request(steps=steps, variant=name, metric=scorer.metric)
-        stored = read_json(run_dir / RESULT_NAME)
-        if stored is not None and stored.get("request") == request:
-            if log:
-                log(f"{name}: finished earlier, reusing {run_dir / RESULT_NAME}")
-            rows.append({**stored, "reused": True})
+        stored = _finished(run_dir, request, name, log)
+        if stored is not None:
+            rows.append(stored)
             continue
         training = train_variant(configs[name], run_dir, device, log,
                                  (lambda m, n=name: on_train_log(n, m)) if on_train_log else None)
@@ -382,11 +390,9 @@ def run_inference_suite(run_dir: Path, options: SuiteOptions, strategies: list[s
     for name in names:
         folder = options.out / f"overlap-{name}"
         request = options.request(run=str(Path(run_dir).resolve()), overlap=name, metric=scorer.metric)
-        stored = read_json(folder / RESULT_NAME)
-        if stored is not None and stored.get("request") == request:
-            if log:
-                log(f"overlap {name}: finished earlier, reusing {folder / RESULT_NAME}")
-            rows.append({**stored, "reused": True})
+        stored = _finished(folder, request, f"overlap {name}", log)
+        if stored is not None:
+            rows.append(stored)
             continue
         if real_stats is None:
             real_stats = real_level_stats(cfg, scorer, options.num, options.out, seed=0, log=log)

@@ -134,7 +134,13 @@ def _paper(latent_dim: int, steps: int) -> Config:
 
 
 def _tiny() -> Config:
-    """Learns the synthetic set on 2 CPU cores in minutes: 8x16x16 patches, 32x64x64 target."""
+    """The CPU demo and tests: 8x16x16 patches, 32x64x64 target, 3.0M parameters.
+
+    Its budget is the quickstart's (train, sample and evaluate in under 10 minutes on 2 cores):
+    800 steps of 16 clips at about 0.4 s each. LAMB's lr is raised to 1e-2 for so short a run
+    (measured: per-level losses 0.38/0.34/0.27 at step 400 against 0.53/0.46/0.41 at 2e-3).
+    64 sampling steps leave 16 at level 2; with 16 (4 at level 2) the top level stays noisy.
+    """
     cfg = Config()
     m = cfg.model
     m.patch, m.token = [8, 16, 16], [1, 4, 4]
@@ -143,10 +149,10 @@ def _tiny() -> Config:
     m.latent_layers, m.head_dim, m.fourier_features, m.mlp_ratio = 2, 32, 8, 2.0
     m.num_classes = 8
     t = cfg.train
-    t.batch_size, t.lr, t.warmup_steps, t.steps = 16, 2e-3, 100, 1500
-    t.ema_decay, t.log_every, t.checkpoint_every = 0.995, 10, 250
+    t.batch_size, t.lr, t.warmup_steps, t.steps = 16, 1e-2, 50, 800
+    t.ema_decay, t.log_every, t.checkpoint_every = 0.995, 10, 100
     cfg.data.num_workers = 0
-    cfg.sample.steps, cfg.sample.overlap = 32, "fhw"
+    cfg.sample.steps, cfg.sample.overlap = 64, "hw"
     return cfg
 
 
