@@ -146,4 +146,4 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
 def test_config_conflicts_ignore_runtime_keys(data):
     saved = tiny_config(data)
     assert training.config_conflicts(saved, tiny_config(data, "train.steps=99", "train.log_every=5")) == []
-    assert training.config_conflicts(saved, tiny_config(data, "train.lr=1e-2")) == ["train.lr"]
+    assert training.config_conflicts(saved, tiny_config(data, "train.lr=3e-3")) == ["train.lr"]
