@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import sys
 import time
 import types
@@ -31,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -192,19 +190,6 @@ def open_clips(cfg: Config):
                        flip=cfg.data.flip)
 
 
-def _read_clip(dataset, index: int, seed: int) -> tuple[torch.Tensor, int]:
-    """dataset[index] with its own randomness (start frame, flip) pinned to `seed`.
-
-    ClipDataset draws from the global RNGs, so they are seeded per clip: the draw depends only on
-    (seed, step, row of the global batch), whichever process reads the clip.
-    """
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-    clip, label = dataset[index]
-    return torch.as_tensor(clip), int(label)
-
-
 class StepBatches(Dataset):
     """Item s = this rank's rows of the global batch of step s: patches [B, n, C, f, h, w], offsets [B, n, 3],
     labels [B]; every row draws from its own generator keyed by (seed, s, row)."""
@@ -217,16 +202,17 @@ class StepBatches(Dataset):
         return self.num_steps
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        indices, clip_seeds, offsets = [], [], []
+        clips, labels, offsets = [], [], []
         for row in self.rows:
+            # The row's generator picks the video, its start frame and flip, then the patch offsets:
+            # the same draws whichever process (rank, DataLoader worker) builds the row.
             g = generator(self.seed, step, row, DATA_STREAM)
-            indices.append(int(torch.randint(len(self.clips), (1,), generator=g)))
-            clip_seeds.append(int(torch.randint(2**62, (1,), generator=g)))
+            clip, label = self.clips.clip(int(torch.randint(len(self.clips), (1,), generator=g)), g)
+            clips.append(clip)
+            labels.append(label)
             offsets.append(sample_nested_offsets(1, self.geometry, generator=g))
-        offsets = torch.cat(offsets)
-        pairs = [_read_clip(self.clips, i, s) for i, s in zip(indices, clip_seeds)]
-        clips = torch.stack([c for c, _ in pairs]).float()
-        labels = torch.tensor([label for _, label in pairs], dtype=torch.long)
+        clips, offsets = torch.stack(clips).float(), torch.cat(offsets)
+        labels = torch.tensor(labels, dtype=torch.long)
         labels = torch.where(labels < 0, self.null_class, labels)  # unlabelled videos train unconditionally
         return {"patches": extract_hierarchy(clips, offsets, self.geometry), "offsets": offsets, "labels": labels}
 

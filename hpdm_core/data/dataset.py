@@ -1,7 +1,8 @@
 """Training clips from a dataset file: a random run of consecutive frames per video.
 
 Randomness (start frame, flip) comes from torch's global generator, which DataLoader seeds per
-worker, so clips differ across workers and epochs and repeat under torch.manual_seed. The HDF5
+worker, or from an explicit generator through `clip(i, generator)` (what training uses, so that a
+row's clip depends only on its seed). The HDF5
 file is opened lazily by VideoStore in each process, so this works with fork and spawn workers.
 """
 
@@ -62,10 +63,14 @@ class ClipDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        start = int(torch.randint(0, int(self.lengths[i]) - self.span + 1, ()).item())
+        return self.clip(i)
+
+    def clip(self, i: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+        """Item i with its start frame and flip drawn from `generator` (default: torch's global one)."""
+        start = int(torch.randint(0, int(self.lengths[i]) - self.span + 1, (), generator=generator).item())
         pixels = self.store.video(int(self.indices[i]), start, self.frames, self.frame_stride)
         clip = torch.from_numpy(np.ascontiguousarray(pixels)).permute(3, 0, 1, 2).float()  # [3, F, H, W]
         clip = area_resize(clip, self.resolution)
-        if self.flip and bool(torch.rand(()) < 0.5):
+        if self.flip and bool(torch.rand((), generator=generator) < 0.5):
             clip = clip.flip(-1)
         return clip / 127.5 - 1.0, int(self.labels[i])
