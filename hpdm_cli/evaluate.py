@@ -14,22 +14,11 @@ from rich.table import Table
 
 from hpdm_cli.app import app
 from hpdm_cli.common import print_json, stderr, stdout
-from hpdm_core.errors import BadInputError
 
 
 class ProtocolName(str, Enum):
     styleganv = "styleganv"
     tf = "tf"
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError("--device cuda was asked for but no CUDA device is available")
-    return name
 
 
 @app.command("eval-fvd")
@@ -60,7 +49,7 @@ def eval_fvd(
     from hpdm_core.metrics.fvd import evaluate
 
     distributed = dist_lib.launched()
-    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), _device(device))
+    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), str(dist_lib.resolve_device(device)))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=stderr, transient=True, disable=not env.is_main)
     tasks: dict[str, int] = {}

@@ -12,18 +12,6 @@ from hpdm_cli.app import app
 from hpdm_cli.common import print_json, stderr, stdout
 
 
-def _device(name: str) -> str:
-    import torch
-
-    from hpdm_core.errors import BadInputError
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return name
-
-
 def _class_names(data_path: str, num_classes: int) -> list[str]:
     """The training set's class names when its file is at hand, else class_0, class_1, ..."""
     from hpdm_core.data.h5store import VideoStore
@@ -73,7 +61,7 @@ def sample(
     if fmt not in FORMATS:
         raise BadInputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     distributed = dist_lib.launched()
-    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), _device(device))
+    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), str(dist_lib.resolve_device(device)))
     try:
         _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, no_cache,
                 offload_cache, tile_batch, batch_size, fps, raw, run_device, json_out, distributed, env)

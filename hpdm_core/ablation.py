@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hpdm_core.distributed import resolve_device
 from hpdm_core.config import Config
 from hpdm_core.errors import BadInputError
 
@@ -309,12 +310,6 @@ class SuiteOptions:
                 "i3d": str(self.i3d) if self.i3d else None, **extra}
 
 
-def _device(name: str) -> str:
-    from hpdm_core.training import resolve_device
-
-    return str(resolve_device(name))
-
-
 def _finished(folder: Path, request: dict, name: str, log: Log | None) -> dict | None:
     """The stored result of a variant already run with these exact settings (resume), else None."""
     stored = read_json(folder / RESULT_NAME)
@@ -334,7 +329,7 @@ def run_architecture_suite(base: Config, steps: int, options: SuiteOptions, vari
     if options.num < 2:
         raise BadInputError("--num must be at least 2: a Fréchet distance needs two or more videos")
     names = variants or list(ARCHITECTURE_VARIANTS)
-    device = _device(options.device)
+    device = str(resolve_device(options.device))
     base = copy.deepcopy(base)
     base.train.steps = steps
     configs = {name: ARCHITECTURE_VARIANTS[name].apply(base) for name in names}  # bad --set fails early
@@ -381,7 +376,7 @@ def run_inference_suite(run_dir: Path, options: SuiteOptions, strategies: list[s
     if cfg.model.num_levels < 2:
         raise BadInputError("the inference suite compares tilings of levels >= 1; this model has a single level")
     names = strategies or list(OVERLAP_STRATEGIES)
-    device = _device(options.device)
+    device = str(resolve_device(options.device))
     options.out.mkdir(parents=True, exist_ok=True)
     scorer = make_scorer(options.i3d, device)
     levels = list(range(1, cfg.model.num_levels))

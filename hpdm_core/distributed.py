@@ -58,6 +58,17 @@ def read_env() -> DistEnv:
     return DistEnv(rank, world, local)
 
 
+def resolve_device(device: str) -> torch.device:
+    """--device auto|cpu|cuda[:N] of a single process -> a torch.device, or a clear BadInputError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise BadInputError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
 def device_for(env: DistEnv, requested: str = "auto") -> torch.device:
     """The device of this process: cuda:LOCAL_RANK when CUDA is used, else the CPU."""
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):

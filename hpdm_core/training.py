@@ -51,16 +51,6 @@ RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "tra
 
 # ----------------------------------------------------------------------------- run folder and config
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise BadInputError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
-
-
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in values.items():
@@ -291,7 +281,7 @@ class Trainer:
 
         cfg.validate()
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.device = dist_lib.resolve_device(device) if isinstance(device, str) else device
         self.rank, self.world_size, self.fsdp = rank, world_size, fsdp
         if world_size > 1 and dist_lib.world_size() != world_size:
             raise BadInputError(f"world_size {world_size} needs a process group of that size: launch with torchrun")
