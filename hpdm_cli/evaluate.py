@@ -34,7 +34,8 @@ def eval_fvd(
     frames: Annotated[Optional[int], typer.Option(help="frames per clip [16]")] = None,
     subsample: Annotated[int, typer.Option(help="take every n-th frame")] = 1,
     resolution: Annotated[Optional[int], typer.Option(help="resize clips to this square size before the networks (match the generator)")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the real clip sampling")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the real clips' random start frames")] = 0,
+    repeat_real: Annotated[bool, typer.Option("--repeat-real", help="with fewer long-enough real videos than --num, take more clips per video (not a protocol: the result is not comparable)")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="clips per forward pass")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
     cache_dir: Annotated[Optional[Path], typer.Option(help="real-statistics cache root [$HPDM_CACHE or ~/.cache/hpdm]")] = None,
@@ -65,7 +66,8 @@ def eval_fvd(
             result = evaluate(real, fake, i3d=i3d, c3d=c3d, c3d_mean=c3d_mean, random_i3d_seed=random_i3d,
                               protocol=protocol.value, num=num, frames=frames, subsample=subsample,
                               resolution=resolution, seed=seed, batch_size=batch_size, device=run_device,
-                              cache_dir=cache_dir, use_cache=not no_cache, progress=report, distributed=distributed)
+                              cache_dir=cache_dir, use_cache=not no_cache, progress=report, distributed=distributed,
+                              repeat_real=repeat_real)
     finally:
         dist_lib.destroy()
     if result is None:  # not rank 0: its statistics were merged into rank 0's result
@@ -86,6 +88,8 @@ def eval_fvd(
     table.add_row("detector", result["detector"])
     table.add_row("real statistics", "cached" if result["real_stats_cached"] else "computed")
     table.add_row("comparable with papers", "yes" if result["comparable"] else "[yellow]no[/]")
+    for reason in result["warnings"]:
+        table.add_row("[yellow]not comparable[/]", reason)
     stdout.print(table)
 
 

@@ -1,9 +1,48 @@
-"""FVD and video IS over real and generated clips, with the community protocols.
+"""FVD and video IS over real and generated clips, following two published protocols to the letter.
 
-`styleganv` (default): 2048 real clips of 16 consecutive frames (one per video at a random start,
-videos drawn without replacement), 2048 generated clips (their first frames), biased covariance
-(1/N), half-pixel bilinear resize. `tf`: the original TF FVD: unbiased covariance (1/(N-1)) and
-TF1's legacy bilinear resize. Real statistics are cached under a hash of everything that changes them.
+Protocol `styleganv` (default) is StyleGAN-V's `fvd2048_16f` and `isv2048_ucf`. Sources, all in
+universome/stylegan-v: [S1] src/metrics/metric_main.py, [S2] src/metrics/frechet_video_distance.py
+(compute_fvd), [S3] src/metrics/metric_utils.py (compute_feature_stats_for_dataset, FeatureStats),
+[S4] src/training/dataset.py (VideoFramesFolderDataset), [S5] src/metrics/video_inception_score.py,
+[S6] src/scripts/calc_metrics_for_dataset.py.
+  real videos  those with at least frames * subsample frames; shorter ones are dropped first
+               (discard_short_videos=True [S2]; the filter in [S4] __init__)
+  order        by the video's name as stored in the dataset file, in Python's string order: [S4] lists
+               its frames folders with sorted(), and a UCF-101 folder is named after its .avi, as ours are
+  which        the first num = 2048 in that order (max_items [S1, S3]); fewer eligible videos give
+               fewer clips, never a second clip of a video
+  clips        one per video: `frames` = 16 frames, every `subsample`-th (1), from a start drawn
+               uniformly over every start that fits (random.randint in [S4] __getitem__)
+  generated    the first 2048 generated videos (an .h5 in the order of its names, a folder in the
+               order of its file names, an .npz in array order), frames from frame 0
+               (load_n_consecutive_random_offset=False [S2]); a shorter video is an error
+  resolution   real and generated clips reach the detector at one size, the generator's ([S6] gives
+               both datasets one `resolution`)
+  resize       the TorchScript I3D resizes inside (rescale=True, resize=True [S2]); our own I3D
+               resizes each frame to 224x224 with half-pixel bilinear, as that TorchScript does
+  value range  uint8 in, [-1, 1] at the network (rescale=True [S2])
+  features     the 400 logits before the softmax (return_features=True [S2]), summed in float64 [S3]
+  covariance   biased, 1/N (FeatureStats.get_mean_cov [S3])
+  IS           C3D probabilities of the first 16 frames of the same 2048 generated videos, shuffled
+               with np.random.RandomState(42), 10 splits [S5] (inception_score.py)
+  weights      StyleGAN-V's i3d_torchscript.pt / c3d_ucf101.pt or the same networks in other files
+Protocol `tf` is the original TensorFlow FVD. Sources: [T1] google-research/google-research,
+frechet_video_distance/frechet_video_distance.py; [T2] tensorflow/gan,
+tensorflow_gan/python/eval/classifier_metrics.py (frechet_classifier_distance_from_activations).
+  resize       every frame to 224x224 with TF1's tf.image.resize_bilinear, no half-pixel centres
+               (preprocess [T1]); a TorchScript I3D resizes its own way, so it breaks this rule
+  value range  2 * x / 255 - 1 after the resize (preprocess [T1])
+  features     TF-Hub deepmind/i3d-kinetics-400/1 logits, RGB/inception_i3d/Mean:0 (create_id3_embedding [T1])
+  covariance   unbiased, 1/(N-1), in float64 [T2]
+  the rest     [T1] embeds whatever videos it is handed: which videos, their order, how many, the
+               clips, the resolution rule and the IS are not defined there, so `tf` takes them from
+               `styleganv` above.
+What we cannot reproduce bit for bit: StyleGAN-V draws each start with Python's `random` inside its
+DataLoader workers, each seeded from torch's global RNG when the loader starts, so its starts follow
+process state, not a seed. We draw from the same distribution with np.random.default_rng(seed), one
+draw per chosen video in the order above; --seed picks the draw and keys the cache.
+`comparable` is True only when every rule above held; each broken rule is one entry of `warnings`.
+Real statistics are cached under a hash of everything that changes them.
 """
 
 from __future__ import annotations
@@ -27,10 +66,10 @@ from hpdm_core.metrics.detectors import (load_c3d, load_i3d, missing_c3d, missin
                                          weights_hash)
 from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
 from hpdm_core.metrics.i3d import StyleGANVI3D
-from hpdm_core.metrics.inception_score import inception_score
+from hpdm_core.metrics.inception_score import IS_SPLITS, inception_score
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".avi", ".webm", ".mkv", ".mov")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: real clips are the first videos by name, one clip each
 Progress = Callable[[str, int, int], None]
 
 
@@ -41,13 +80,13 @@ class Protocol:
     frames: int
     unbiased: bool
     resize: str
+    subsample: int = 1
 
 
 PROTOCOLS = {
     "styleganv": Protocol("styleganv", num=2048, frames=16, unbiased=False, resize="torch"),
     "tf": Protocol("tf", num=2048, frames=16, unbiased=True, resize="tf"),
 }
-IS_SPLITS = 10
 
 
 def get_protocol(name: str) -> Protocol:
@@ -63,29 +102,79 @@ def cache_root() -> Path:
 # ---- clips -------------------------------------------------------------------------------------
 
 def clip_span(frames: int, subsample: int) -> int:
+    """Frames a clip covers: what reading it needs."""
     return (frames - 1) * subsample + 1
 
 
-def real_clips(store: VideoStore, num: int, frames: int, subsample: int = 1, seed: int = 0,
-               select: Sequence[int] | None = None) -> tuple[Iterator[np.ndarray], int, int]:
-    """(clips, how many, how many videos were too short). One clip per video at a random start,
-    videos in a seeded random order; when `num` exceeds the videos, another pass with new starts.
-    `select`: read only these clip positions (a rank's shard); the draw of every clip is unchanged."""
-    span = clip_span(frames, subsample)
+def required_length(frames: int, subsample: int) -> int:
+    """Frames a video needs to count as long enough: StyleGAN-V asks for frames * subsample, a few
+    more than the clip covers when subsample > 1 (discard_short_videos and its assert, [S4])."""
+    return frames * subsample
+
+
+def order_by_name(names: Sequence[str]) -> np.ndarray:
+    """Indices in Python's string order of the names (ties keep file order): what sorted() gives
+    StyleGAN-V for its frames folders."""
+    return np.asarray(sorted(range(len(names)), key=lambda i: (names[i], i)), np.int64)
+
+
+@dataclass(frozen=True)
+class RealClipChoice:
+    """Which real clips the protocol takes: video index and first frame of each, in order."""
+
+    videos: np.ndarray
+    starts: np.ndarray
+    eligible: int  # videos long enough for a clip
+    too_short: int  # videos dropped for being too short
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def repeated(self) -> int:
+        """Clips beyond the first of their video (0 under the protocols)."""
+        return len(self.videos) - len(np.unique(self.videos))
+
+    @property
+    def most_per_video(self) -> int:
+        return int(np.bincount(self.videos).max(initial=0))
+
+
+def choose_real_clips(store: VideoStore, num: int, frames: int, subsample: int = 1, seed: int = 0,
+                      repeat: bool = False) -> RealClipChoice:
+    """The first `num` long-enough videos by name, one clip each at a uniformly drawn start.
+
+    repeat=True (not a protocol): when fewer videos are long enough than `num`, pass over them again
+    in the same order, with new starts, until there are `num` clips.
+    """
     lengths = store.lengths
-    eligible = np.flatnonzero(lengths >= span)
-    if len(eligible) == 0:
-        raise BadInputError(f"{store.path}: no video has the {span} frames a clip of {frames} frames "
-                            f"with subsample {subsample} needs (longest: {int(lengths.max(initial=0))})")
+    long_enough = lengths >= required_length(frames, subsample)
+    if not long_enough.any():
+        raise BadInputError(f"{store.path}: no video has the {required_length(frames, subsample)} frames a clip of "
+                            f"{frames} frames with subsample {subsample} needs "
+                            f"(longest: {int(lengths.max(initial=0))})")
+    by_name = order_by_name(store.names)
+    eligible = by_name[long_enough[by_name]]
+    passes = -(-num // len(eligible)) if repeat else 1
+    videos = np.tile(eligible, passes)[:num]
     rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(eligible) for _ in range(-(-num // len(eligible)))])[:num]
-    starts = [int(rng.integers(0, lengths[i] - span + 1)) for i in order]
+    # One draw per clip in order; high is exclusive, so every start that fits the clip is possible.
+    starts = np.asarray([rng.integers(0, lengths[v] - clip_span(frames, subsample) + 1) for v in videos], np.int64)
+    return RealClipChoice(videos, starts, len(eligible), int((~long_enough).sum()))
 
-    def generate():
-        for position in (range(len(order)) if select is None else select):
-            yield store.video(int(order[position]), starts[position], frames, subsample)
 
-    return generate(), len(order), int(len(lengths) - len(eligible))
+def read_real_clips(store: VideoStore, choice: RealClipChoice, frames: int, subsample: int = 1,
+                    select: Sequence[int] | None = None) -> Iterator[np.ndarray]:
+    """uint8 clips [frames, H, W, 3] of `choice`; `select`: only these positions (a rank's shard)."""
+    for position in (range(len(choice)) if select is None else select):
+        yield store.video(int(choice.videos[position]), int(choice.starts[position]), frames, subsample)
+
+
+def real_clips(store: VideoStore, num: int, frames: int, subsample: int = 1, seed: int = 0,
+               select: Sequence[int] | None = None, repeat: bool = False) -> tuple[Iterator[np.ndarray], int, int]:
+    """(clips, how many, how many videos were too short): `choose_real_clips`, then read."""
+    choice = choose_real_clips(store, num, frames, subsample, seed, repeat)
+    return read_real_clips(store, choice, frames, subsample, select), len(choice), choice.too_short
 
 
 def _npz_videos(path: Path) -> np.ndarray:
@@ -108,11 +197,12 @@ def _read_video_file(path: Path, max_frames: int) -> np.ndarray:
 
 def fake_clips(path: str | os.PathLike, num: int, frames: int, subsample: int = 1,
                select: Sequence[int] | None = None) -> tuple[Iterator[np.ndarray], int]:
-    """(clips, how many): the first `frames` frames (every `subsample`-th) of up to `num` generated
-    videos from a dataset file (.h5), a folder of video files, or an npz uint8 [N, F, H, W, 3].
+    """(clips, how many): the first `frames` frames (every `subsample`-th) of the first `num` generated
+    videos of a dataset file (.h5, in the order of its names), a folder of video files (in the order
+    of their names) or an npz uint8 [N, F, H, W, 3] (in array order).
     `select`: read only these positions (a rank's shard); `how many` still counts them all."""
     path = Path(path)
-    span = clip_span(frames, subsample)
+    span, needed = clip_span(frames, subsample), required_length(frames, subsample)
     if not path.exists():
         raise MissingResourceError(f"generated videos {path} not found")
 
@@ -120,23 +210,25 @@ def fake_clips(path: str | os.PathLike, num: int, frames: int, subsample: int = 
         return range(count) if select is None else [i for i in select if i < count]
 
     def check(clip: np.ndarray, name: str) -> np.ndarray:
-        if clip.shape[0] < span:
+        if clip.shape[0] < needed:
             raise BadInputError(f"generated video {name} has {clip.shape[0]} frames; clips of {frames} frames "
-                                f"(subsample {subsample}) need {span}. Generate longer videos or lower --frames")
+                                f"(subsample {subsample}) need {needed}. Generate longer videos or lower --frames")
         return clip[:span:subsample]
 
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)[:num]
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES), key=lambda p: p.name)[:num]
         if not files:
             raise BadInputError(f"{path} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
-        return (check(_read_video_file(files[i], span), files[i].name) for i in positions(len(files))), len(files)
+        return (check(_read_video_file(files[i], needed), files[i].name) for i in positions(len(files))), len(files)
     if path.suffix == ".npz":
         videos = _npz_videos(path)[:num]
         return (check(videos[i], f"{path.name}[{i}]") for i in positions(len(videos))), len(videos)
     if path.suffix in (".h5", ".hdf5"):
         store = VideoStore(path)
-        count = min(num, len(store))
-        return (check(store.video(i, 0, span), f"{path.name}[{i}]") for i in positions(count)), count
+        names = store.names
+        order = order_by_name(names)[:num]
+        return ((check(store.video(int(order[i]), 0, needed), names[order[i]]) for i in positions(len(order))),
+                len(order))
     raise BadInputError(f"{path}: generated videos must be a dataset file (.h5), a folder of videos or an .npz")
 
 
@@ -205,7 +297,9 @@ def compute_fvd(real_videos: Iterable[np.ndarray], fake_videos: Iterable[np.ndar
 
 def compute_is(fake_videos: Iterable[np.ndarray], classifier: torch.nn.Module, batch_size: int = 8,
                splits: int = IS_SPLITS) -> tuple[float, float]:
-    """Video IS (mean, std over `splits`) with a C3D classifier from `load_c3d`."""
+    """Video IS (mean, std over `splits`) of uint8 clips [F, H, W, 3] in their given order (the
+    first 2048 generated videos for the protocols) with a C3D classifier from `load_c3d`, which
+    looks at the first 16 frames; the probabilities are shuffled as StyleGAN-V does (inception_score.py)."""
     probs = torch.cat(list(detector_outputs(fake_videos, classifier, batch_size))).numpy()
     return inception_score(probs, splits)
 
@@ -213,12 +307,12 @@ def compute_is(fake_videos: Iterable[np.ndarray], classifier: torch.nn.Module, b
 # ---- cache -------------------------------------------------------------------------------------
 
 def real_stats_key(real_path: Path, detector_id: str, protocol: Protocol, num: int, frames: int, subsample: int,
-                   resolution: int | None, seed: int) -> str:
+                   resolution: int | None, seed: int, repeat: bool = False) -> str:
     stat = real_path.stat()
     fields = {"version": CACHE_VERSION, "real": str(real_path.resolve()), "size": stat.st_size,
               "mtime_ns": stat.st_mtime_ns, "detector": detector_id, "protocol": protocol.name,
               "resize": protocol.resize, "num": num, "frames": frames, "subsample": subsample,
-              "resolution": resolution, "seed": seed}
+              "resolution": resolution, "seed": seed, "repeat": repeat}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -239,13 +333,50 @@ def save_cached_stats(path: Path, stats: FeatureStats) -> None:
 
 # ---- the whole evaluation ----------------------------------------------------------------------
 
+def protocol_deviations(proto: Protocol, num: int, frames: int, subsample: int, choice: RealClipChoice,
+                        real_count: int, fake_count: int, sizes: tuple[tuple[int, int], tuple[int, int]],
+                        scripted_i3d: bool, with_is: bool) -> list[str]:
+    """Every rule of the protocol (module docstring) that this evaluation breaks, one message each."""
+    reasons = []
+    if scripted_i3d and proto.resize == "tf":
+        reasons.append("the TorchScript I3D resizes frames its own way; the tf protocol resizes with TF1's legacy "
+                       "resize_bilinear (pass a state dict or the TF-Hub folder with --i3d)")
+    if num != proto.num:
+        reasons.append(f"FVD@{num}: only comparable with numbers computed on {num} clips")
+    if frames != proto.frames:
+        reasons.append(f"clips of {frames} frames: only comparable with FVD_{frames} numbers")
+    if subsample != proto.subsample:
+        reasons.append(f"subsample {subsample}: only comparable with numbers that subsample frames the same way")
+    if choice.repeated:
+        reasons.append(f"real videos repeated: {len(choice)} clips from {choice.eligible} videos (up to "
+                       f"{choice.most_per_video} per video); the protocol takes one clip per video")
+    elif real_count < num:
+        reasons.append(f"only {choice.eligible} real videos have the {required_length(frames, subsample)} frames a "
+                       f"clip needs, so {real_count} real clips for FVD@{num}: the number is not comparable")
+    if fake_count < num:
+        reasons.append(f"only {fake_count} generated videos for FVD@{num}: the number is not comparable")
+    (real_h, real_w), (fake_h, fake_w) = sizes
+    if (real_h, real_w) != (fake_h, fake_w):
+        reasons.append(f"real clips reach the detector at {real_h}x{real_w}, generated ones at {fake_h}x{fake_w}: "
+                       "use one size (--resolution, or a real set prepared at the generator's size)")
+    if with_is and fake_count != proto.num:
+        reasons.append(f"IS over {fake_count} generated videos: the protocol's IS uses {proto.num}")
+    if with_is and subsample != 1:
+        reasons.append(f"IS on clips subsampled by {subsample}: the protocol's IS takes 16 consecutive frames")
+    return reasons
+
+
 def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.PathLike | None = None,
              c3d: str | os.PathLike | None = None, c3d_mean: str | os.PathLike | None = None,
              random_i3d_seed: int | None = None, protocol: str = "styleganv", num: int | None = None,
              frames: int | None = None, subsample: int = 1, resolution: int | None = None, seed: int = 0,
              batch_size: int = 8, device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
-             use_cache: bool = True, progress: Progress | None = None, distributed: bool = False) -> dict | None:
+             use_cache: bool = True, progress: Progress | None = None, distributed: bool = False,
+             repeat_real: bool = False) -> dict | None:
     """FVD (and IS when `c3d` is given) of generated videos `fake` against the dataset file `real`.
+
+    repeat_real=True (not a protocol): with fewer long-enough real videos than `num`, take further
+    clips of the same videos (new starts) up to `num`; the result says so and is not comparable.
 
     distributed=True (under torchrun): every rank reads and embeds a contiguous shard of the real and
     the generated clips; the float64 statistics are summed over ranks (equal to one process's) and
@@ -279,30 +410,23 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         classifier = load_c3d(c3d, c3d_mean, device=device)
         if frames < classifier.min_frames:
             raise BadInputError(f"C3D needs clips of {classifier.min_frames} frames; --frames is {frames}")
-        if frames > classifier.min_frames:
-            notes.append(f"IS uses the first {classifier.min_frames} of the {frames} frames of each clip")
-    if num != proto.num:
-        notes.append(f"FVD@{num}: only comparable with numbers computed on {num} clips")
-    if frames != proto.frames:
-        notes.append(f"clips of {frames} frames: only comparable with FVD_{frames} numbers")
 
     real_path = Path(real)
     store = VideoStore(real_path)
+    choice = choose_real_clips(store, num, frames, subsample, seed, repeat_real)  # cheap: names and lengths
     cache_file = None
     if use_cache:
-        key = real_stats_key(real_path, detector_id, proto, num, frames, subsample, resolution, seed)
+        key = real_stats_key(real_path, detector_id, proto, num, frames, subsample, resolution, seed, repeat_real)
         cache_file = Path(cache_dir) if cache_dir is not None else cache_root()
         cache_file = cache_file / "fvd" / f"{key}.npz"
     real_stats = load_cached_stats(cache_file) if cache_file is not None and cache_file.exists() else None
     if distributed:  # rank 0's view of the cache decides for everyone
         real_stats = dist_lib.broadcast_object(real_stats)
     cache_hit = real_stats is not None
-    skipped = 0
     if real_stats is None:
-        clips, count, skipped = real_clips(store, num, frames, subsample, seed)
-        if distributed:
-            clips, _, _ = real_clips(store, num, frames, subsample, seed, select=dist_lib.shard(count))
-        real_stats = compute_feature_stats(clips, detector, batch_size, resolution, progress, "real clips", count)
+        select = dist_lib.shard(len(choice)) if distributed else None
+        clips = read_real_clips(store, choice, frames, subsample, select)
+        real_stats = compute_feature_stats(clips, detector, batch_size, resolution, progress, "real clips", len(choice))
         if distributed:
             real_stats = dist_lib.merge_feature_stats(real_stats)
         if cache_file is not None and dist_lib.is_main():
@@ -314,10 +438,12 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         progress("generated clips", 0, fake_count)
     if fake_count < 2:
         raise BadInputError(f"{fake}: FVD needs at least 2 generated videos, found {fake_count}")
-    if fake_count < num:
-        notes.append(f"only {fake_count} generated videos for FVD@{num}: the number is not comparable")
-    if real_stats.count < num:
-        notes.append(f"only {real_stats.count} real clips for FVD@{num}: the number is not comparable")
+    real_size = fake_size = (resolution, resolution)
+    if resolution is None:  # the detector sees the stored sizes
+        real_size = store.resolution
+        fake_size = tuple(int(n) for n in next(fake_clips(fake, 1, frames, subsample)[0]).shape[1:3])
+    notes += protocol_deviations(proto, num, frames, subsample, choice, real_stats.count, fake_count,
+                                 (real_size, fake_size), isinstance(detector, StyleGANVI3D), classifier is not None)
 
     fake_stats = FeatureStats(detector.feature_dim)
     probs = []
@@ -340,7 +466,8 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         "fvd": fid_from_stats(real_stats, fake_stats, proto.unbiased),
         "protocol": proto.name, "num": num, "frames": frames, "subsample": subsample, "resolution": resolution,
         "seed": seed, "real_clips": real_stats.count, "fake_clips": fake_stats.count,
-        "real_videos_too_short": skipped, "detector": detector.name, "proxy": random_i3d_seed is not None and i3d is None,
+        "real_videos_too_short": choice.too_short, "real_clips_repeated": choice.repeated,
+        "detector": detector.name, "proxy": random_i3d_seed is not None and i3d is None,
         "real_stats_cached": cache_hit, "cache_file": str(cache_file) if cache_file is not None else None,
     }
     if classifier is not None:
