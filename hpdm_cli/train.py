@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hpdm_cli.app import app
 from hpdm_cli.common import print_json, stderr, stdout
 from hpdm_core.errors import BadInputError, HPDMError
+
+PLAIN_LOG_SECONDS = 30  # without a terminal: a plain progress line at least this often
 
 
 @app.command()
@@ -84,13 +87,26 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
 
     columns = (MofNCompleteColumn(), BarColumn(bar_width=12), TextColumn("{task.fields[stats]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=False) as progress:
+    plain = not stderr.is_terminal  # CI logs: plain lines, since a live bar only shows up at the end
+    gap = {"text": ""}
+    last_line = {"time": 0.0}
+    with Progress(*columns, console=stderr, transient=False, disable=plain) as progress:
         task = progress.add_task("train", total=t.steps, completed=start, stats="")
 
         def on_log(m: dict) -> None:
             levels = "/".join(f"{m[f'loss_level_{i}']:.3f}" for i in range(cfg.model.num_levels))
-            progress.update(task, completed=m["step"], stats=f"loss {m['loss']:.4f} (levels {levels}) "
-                            f"{m['steps_per_s']:.2f} step/s {m['videos_per_s']:.1f} vid/s")
+            if "label_gap_sigma_8" in m:
+                gap["text"] = f" label gap@8 {m['label_gap_sigma_8']:+.4f}"
+            stats = (f"loss {m['loss']:.4f} (levels {levels}){gap['text']} "
+                     f"{m['steps_per_s']:.2f} step/s {m['videos_per_s']:.1f} vid/s")
+            progress.update(task, completed=m["step"], stats=stats)
+            now = time.monotonic()
+            if plain and (now - last_line["time"] >= PLAIN_LOG_SECONDS or m["step"] == t.steps
+                          or "label_gap_sigma_8" in m):
+                last_line["time"] = now
+                left = (t.steps - m["step"]) / max(m["steps_per_s"], 1e-9)
+                stderr.print(f"step {m['step']}/{t.steps} {stats} eta {left / 60:.1f} min", soft_wrap=True,
+                             highlight=False)
 
         final = trainer.fit(on_log=on_log)
         progress.update(task, completed=final)

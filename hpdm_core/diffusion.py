@@ -115,6 +115,18 @@ def draw_corruption(patches: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
     return sigma, noise, drop_labels(labels, num_classes, cfg.label_dropout, generator)
 
 
+def denoising_loss(denoiser: Denoiser, patches: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor,
+                   offsets: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-level loss [n] of chains [B, n, C, f, h, w] corrupted by sigma [B, n] x noise: the unit-weight
+    MSE of the network output F against the v-target (x - c_skip * x_noisy) / c_out."""
+    x_noisy = patches + _per_pixel(sigma) * noise
+    c_skip, c_out, c_in, c_noise = preconditioning(sigma, denoiser.cfg.sigma_data)
+    c_skip, c_out, c_in = _per_pixel(c_skip), _per_pixel(c_out), _per_pixel(c_in)
+    out = denoiser.model(c_in * x_noisy, c_noise, offsets, labels)
+    target = (patches - c_skip * x_noisy) / c_out
+    return (out.float() - target).square().mean(dim=(0, 2, 3, 4, 5))
+
+
 def hierarchy_loss(denoiser: Denoiser, patches: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
                    generator: torch.Generator | list[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Joint denoising loss of a patch chain [B, n, C, f, h, w]: (mean over levels, per-level losses [n] detached).
@@ -122,10 +134,5 @@ def hierarchy_loss(denoiser: Denoiser, patches: torch.Tensor, offsets: torch.Ten
     `generator`: one for the batch, or one per sample (see draw_corruption).
     """
     sigma, noise, labels = draw_corruption(patches, labels, denoiser.cfg, denoiser.num_classes, generator)
-    x_noisy = patches + _per_pixel(sigma) * noise
-    c_skip, c_out, c_in, c_noise = preconditioning(sigma, denoiser.cfg.sigma_data)
-    c_skip, c_out, c_in = _per_pixel(c_skip), _per_pixel(c_out), _per_pixel(c_in)
-    out = denoiser.model(c_in * x_noisy, c_noise, offsets, labels)
-    target = (patches - c_skip * x_noisy) / c_out
-    per_level = (out.float() - target).square().mean(dim=(0, 2, 3, 4, 5))
+    per_level = denoising_loss(denoiser, patches, noise, sigma, offsets, labels)
     return per_level.mean(), per_level.detach()

@@ -6,8 +6,15 @@ LAMB (You et al., 2019, "Large Batch Optimization for Deep Learning", Algorithm 
     u  = r + wd * w                   (decoupled weight decay, inside the update)
     w <- w - lr * trust * u,          trust = ||w|| / ||u||, and 1 when either norm is 0
 Weight decay applies to the weight matrices of Linear / Conv layers only: biases, norm gains,
-embeddings and free parameters such as learned latents get wd = 0 (the usual exclusions). The trust
-ratio applies to every tensor, as in the paper.
+embeddings and free parameters such as learned latents get wd = 0 (the usual exclusions).
+
+The trust ratio (layer adaptation) applies to the same weight matrices, and the other tensors take a
+plain Adam step (trust = 1), as in the reference LAMB of BERT, whose `exclude_from_layer_adaptation`
+defaults to the weight-decay exclusions. Why it matters: the trust ratio moves a tensor by lr x its
+own norm per step, so tensors that start small (class and level embeddings, learned latents, position
+tables initialised at std 0.02) barely move in a run of a few thousand steps; measured on the tiny
+preset, the class embedding kept its initial scale and the class was ignored. `adapt=True` on every
+group (config `train.trust_ratio = "all"`) restores layer adaptation for every tensor.
 """
 
 from __future__ import annotations
@@ -22,10 +29,10 @@ from torch import nn
 
 class Lamb(torch.optim.Optimizer):
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-6, weight_decay: float = 0.0):
+                 eps: float = 1e-6, weight_decay: float = 0.0, adapt: bool = True):
         if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
             raise ValueError(f"LAMB betas must lie in [0, 1), got {betas}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, adapt=adapt))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -61,25 +68,31 @@ class Lamb(torch.optim.Optimizer):
             torch._foreach_div_(update, denom)
             if group["weight_decay"]:
                 torch._foreach_add_(update, params, alpha=group["weight_decay"])
-            w_norm = torch.stack(torch._foreach_norm(params))
-            u_norm = torch.stack(torch._foreach_norm(update))
-            trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
-            if hasattr(trust, "full_tensor"):  # FSDP: norms of sharded parameters are DTensors
-                trust = trust.full_tensor()
-            torch._foreach_mul_(update, (-group["lr"] * trust).tolist())
+            if group["adapt"]:
+                w_norm = torch.stack(torch._foreach_norm(params))
+                u_norm = torch.stack(torch._foreach_norm(update))
+                trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+                if hasattr(trust, "full_tensor"):  # FSDP: norms of sharded parameters are DTensors
+                    trust = trust.full_tensor()
+                torch._foreach_mul_(update, (-group["lr"] * trust).tolist())
+            else:
+                torch._foreach_mul_(update, -group["lr"])
             torch._foreach_add_(params, update)
         return loss
 
 
-def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two parameter groups: Linear/Conv weight matrices decay, everything else does not."""
+def decay_groups(model: nn.Module, weight_decay: float, adapt_all: bool = False) -> list[dict]:
+    """Two parameter groups: Linear/Conv weight matrices (weight decay, trust ratio) and everything
+    else (no decay; a plain Adam step unless adapt_all). Optimizers without layer adaptation ignore
+    the `adapt` key."""
     decay_types = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
     decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, decay_types)}
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if id(p) in decay_ids else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay, "adapt": True, "name": "matrices"},
+            {"params": no_decay, "weight_decay": 0.0, "adapt": adapt_all, "name": "other"}]
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:

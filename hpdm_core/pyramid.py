@@ -46,17 +46,42 @@ class PatchGeometry:
 
 def sample_nested_offsets(batch: int, geometry: PatchGeometry, generator: torch.Generator | None = None,
                           device: torch.device | str = "cpu") -> torch.Tensor:
-    """Offsets [batch, num_levels, 3]: o_0 = 0, then o_l uniform among the positions nested in o_{l-1}.
+    """Offsets [batch, num_levels, 3] of nested chains, drawn from the top level down.
 
-    Nesting (2*o_{l-1} <= o_l and o_l + r <= 2*(o_{l-1} + r)) leaves o_l = 2*o_{l-1} + u with
-    u in {0, ..., r}: r + 1 integer positions per axis, every one inside the level-l canvas.
+    The finest patch o_L is uniform over its canvas; then each parent o_{l-1} is uniform among the
+    integer positions that contain its child and lie in their canvas (parent_range), down to o_0 = 0.
+    Inference denoises every tile of the top level, borders and corners included, so training must see
+    them as often: drawing each level uniformly inside its parent instead (bottom-up) concentrates the
+    top patch near the centre (a corner of a 64x256x256 video: 5.6e-8 against 2.5e-4 when uniform).
     """
     r = torch.tensor(geometry.patch, dtype=torch.long)
+    top = geometry.num_levels - 1
     offsets = torch.zeros(batch, geometry.num_levels, 3, dtype=torch.long)
-    for level in range(1, geometry.num_levels):
-        u = (torch.rand(batch, 3, generator=generator) * (r + 1).to(torch.float64)).long().clamp_max(r)
-        offsets[:, level] = 2 * offsets[:, level - 1] + u
+    offsets[:, top] = _uniform_int(torch.zeros(batch, 3, dtype=torch.long),
+                                   (torch.tensor(geometry.canvas(top)) - r).expand(batch, 3), generator)
+    for level in range(top, 0, -1):
+        lo, hi = parent_range(offsets[:, level], level, geometry)
+        offsets[:, level - 1] = _uniform_int(lo, hi, generator)
     return offsets.to(device)
+
+
+def _uniform_int(lo: torch.Tensor, hi: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Integers uniform in [lo, hi] elementwise (float64 draws: exact for any canvas size)."""
+    u = torch.rand(lo.shape, generator=generator, dtype=torch.float64)
+    return lo + (u * (hi - lo + 1).to(torch.float64)).long().clamp_max(hi - lo)
+
+
+def parent_range(child: torch.Tensor, level: int, geometry: PatchGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) [..., 3]: the level-(level-1) offsets whose patch contains the level-`level` patch `child`.
+
+    Nesting, 2*o_{l-1} <= o_l and o_l + r <= 2*(o_{l-1} + r), with the parent inside its canvas:
+    max(0, ceil((o_l - r) / 2)) <= o_{l-1} <= min(R_{l-1} - r, floor(o_l / 2)); never empty.
+    """
+    r = torch.tensor(geometry.patch, dtype=torch.long, device=child.device)
+    canvas = torch.tensor(geometry.canvas(level - 1), device=child.device)
+    lo = torch.clamp_min(-torch.div(r - child, 2, rounding_mode="floor"), 0)
+    hi = torch.minimum(canvas - r, torch.div(child, 2, rounding_mode="floor"))
+    return lo, hi
 
 
 def is_nested(offsets: torch.Tensor, geometry: PatchGeometry) -> torch.Tensor:
@@ -190,12 +215,10 @@ def parent_chain(tiles: torch.Tensor, level: int, geometry: PatchGeometry) -> to
     """
     r = torch.tensor(geometry.patch, dtype=torch.long, device=tiles.device)
     chain = [tiles.long()]
-    for parent_level in range(level - 1, -1, -1):
+    for child_level in range(level, 0, -1):
         child = chain[-1]
-        canvas = torch.tensor(geometry.canvas(parent_level), device=tiles.device)
         centred = torch.div(2 * child - r, 4, rounding_mode="floor")
-        lo = torch.maximum(torch.zeros_like(child), -torch.div(r - child, 2, rounding_mode="floor"))
-        hi = torch.minimum(canvas - r, torch.div(child, 2, rounding_mode="floor"))
+        lo, hi = parent_range(child, child_level, geometry)
         chain.append(torch.maximum(torch.minimum(centred, hi), lo))
     return torch.stack(chain[::-1], 1)
 

@@ -283,13 +283,14 @@ def _noise(generators: list[torch.Generator], shape: tuple[int, ...], device: to
 
 @torch.no_grad()
 def sample_batch(denoiser, labels: torch.Tensor, indices: list[int], seed: int, options: SamplerOptions,
-                 tile_batch: int, progress: Callable[[int], None] | None = None) -> list[torch.Tensor]:
-    """Canvases of every level [B, C, *R_l] for the samples `indices` (their labels on the device)."""
+                 tile_batch: int, progress: Callable[[int], None] | None = None,
+                 num_levels: int | None = None) -> list[torch.Tensor]:
+    """Canvases [B, C, *R_l] of the first num_levels levels (default all) for the samples `indices`."""
     geometry: PatchGeometry = denoiser.geometry
     device = labels.device
     channels = _channels(denoiser)
     levels: list[torch.Tensor] = []
-    for level in range(geometry.num_levels):
+    for level in range(geometry.num_levels if num_levels is None else num_levels):
         generators = [torch.Generator().manual_seed(sample_seed(seed, i, level)) for i in indices]
         shape = (channels, *geometry.canvas(level))
         sigmas = diffusion.sampling_sigmas(level_steps(options.steps, level), level, denoiser.cfg)
@@ -324,8 +325,12 @@ def resolve_labels(classes: list[int] | None, num: int, num_classes: int) -> tor
 
 def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SamplerOptions | None = None,
              batch_size: int = 4, device: torch.device | str | None = None, keep_levels: bool = False,
-             progress: Callable[[int], None] | None = None, distributed: bool = False) -> SampleResult | None:
+             progress: Callable[[int], None] | None = None, distributed: bool = False,
+             num_levels: int | None = None) -> SampleResult | None:
     """Sample one video per label: SampleResult with videos [N, C, *R] on CPU (and every level if asked).
+
+    num_levels < the model's stops early: `videos` is then the last level generated (a coarse preview,
+    e.g. num_levels=1 for level 0 alone; level l is generated exactly as in a full run).
 
     distributed=True (under torchrun, process group initialised): each rank samples a contiguous shard
     of the indices with their own per-sample seeds and rank 0 gathers them in order, so the result is
@@ -351,12 +356,15 @@ def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SamplerOpti
             progress(rows)
 
     start = time.perf_counter()
-    num_levels = denoiser.geometry.num_levels
+    if num_levels is not None and not 1 <= num_levels <= denoiser.geometry.num_levels:
+        raise BadInputError(f"num_levels must lie in 1..{denoiser.geometry.num_levels}, got {num_levels}")
+    num_levels = num_levels or denoiser.geometry.num_levels
     mine = dist_lib.shard(labels.shape[0]) if distributed else list(range(labels.shape[0]))
     videos, levels = [], [[] for _ in range(num_levels)]
     for first in range(0, len(mine), batch_size):
         indices = mine[first:first + batch_size]
-        canvases = sample_batch(denoiser, labels[indices].to(device), indices, seed, options, tile_batch, count)
+        canvases = sample_batch(denoiser, labels[indices].to(device), indices, seed, options, tile_batch, count,
+                                num_levels)
         videos.append(canvases[-1].float().cpu())
         if keep_levels:
             for level, canvas in enumerate(canvases):

@@ -13,6 +13,7 @@ import torch
 # Independent streams of one step.
 DATA_STREAM = 0  # clip choice, start frame, flip, patch offsets
 NOISE_STREAM = 1  # per-level sigmas, label dropout, the noise itself
+PROBE_STREAM = 2  # the fixed batch of the label-gap probe (hpdm_core.learning)
 
 
 def derive_seed(*keys: int) -> int:

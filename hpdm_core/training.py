@@ -26,7 +26,7 @@ import math
 import sys
 import time
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,12 +40,15 @@ from hpdm_core.config import Config
 from hpdm_core.diffusion import Denoiser, hierarchy_loss
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError, TrainingDivergedError
+from hpdm_core.learning import ProbeBatch, UpdateSizes, label_gap, make_probe_batch
 from hpdm_core.optim import EMA, Lamb, WarmupCosine, decay_groups
 from hpdm_core.pyramid import PatchGeometry, extract_hierarchy, sample_nested_offsets
-from hpdm_core.seeding import DATA_STREAM, NOISE_STREAM, derive_seed, generator
+from hpdm_core.seeding import DATA_STREAM, NOISE_STREAM, PROBE_STREAM, derive_seed, generator
+
+PROBE_ROWS = 32  # real chains in the fixed label-gap batch
 
 # Settings that change nothing about the optimisation: a resumed run may change them freely.
-RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.keep_last",
+RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
                 "data.path", "data.num_workers"}
 
 
@@ -272,6 +275,7 @@ class StepResult:
     per_level: list[float]
     grad_norm: float
     lr: float
+    updates: dict[str, float] = field(default_factory=dict)
 
 
 class Trainer:
@@ -297,7 +301,7 @@ class Trainer:
         self.raw_model = build_denoiser(cfg).to(self.device)
         self.ema = EMA(self.raw_model, t.ema_decay)  # before wrapping: a plain copy
         self.model = self.wrap_model(self.raw_model)
-        self.optimizer = Lamb(decay_groups(self.raw_model, t.weight_decay), lr=t.lr, betas=tuple(t.betas),
+        self.optimizer = Lamb(decay_groups(self.raw_model, t.weight_decay, adapt_all=t.trust_ratio == "all"), lr=t.lr, betas=tuple(t.betas),
                               weight_decay=t.weight_decay)
         self.schedule = WarmupCosine(self.optimizer, t.lr, t.warmup_steps, t.steps)
         self.step, self.samples_seen = 0, 0
@@ -392,6 +396,25 @@ class Trainer:
                           pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
                           persistent_workers=False)
 
+    # -- what the run is learning
+    def probe_batch(self) -> ProbeBatch | None:
+        """Fixed real chains for the label gap, the same at every probe and on every rank (None: no labels)."""
+        if not hasattr(self, "_probe"):
+            steps = StepBatches(self.open_data(), self.geometry, range(PROBE_ROWS), derive_seed(self.cfg.train.seed,
+                                PROBE_STREAM), 1, null_class=self.cfg.model.num_classes)
+            probe = make_probe_batch(steps[0], self.cfg.model.num_classes,
+                                     generator(self.cfg.train.seed, PROBE_STREAM))
+            self._probe = probe.to(self.device) if probe is not None else None
+        return self._probe
+
+    def probe(self) -> dict[str, float]:
+        """The EMA model's label gap at fixed sigmas (learning.label_gap); every rank computes it (FSDP)."""
+        probe = self.probe_batch()
+        if probe is None:
+            return {}
+        with self.autocast():
+            return label_gap(self.ema.model, probe)
+
     # -- one optimisation step
     def autocast(self):
         if self.device.type == "cuda" and self.cfg.train.bf16:
@@ -401,7 +424,8 @@ class Trainer:
     def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator]):
         return hierarchy_loss(self.model, patches, offsets, labels, noise)
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> StepResult:
+    def train_step(self, batch: dict[str, torch.Tensor], measure_updates: bool = False) -> StepResult:
+        """One optimizer step; with measure_updates, StepResult.updates holds ||delta w|| / ||w|| per group."""
         t = self.cfg.train
         lr = self.schedule.apply()
         self.model.train()
@@ -433,12 +457,14 @@ class Trainer:
             raise TrainingDivergedError(
                 f"training diverged at step {self.step + 1}: loss {loss_value}, gradient norm {grad_norm}; "
                 f"stopped without saving, {kept}. Lower train.lr, raise train.warmup_steps or check the data")
+        sizes = UpdateSizes(self.optimizer, self.raw_model) if measure_updates else None
         self.optimizer.step()
         self.ema.update(self.raw_model)
         self.schedule.advance()
         self.step += 1
         self.samples_seen += t.batch_size
-        return StepResult(loss_value, [float(v) for v in level_sum], grad_norm, lr)
+        return StepResult(loss_value, [float(v) for v in level_sum], grad_norm, lr,
+                          sizes.report() if sizes is not None else {})
 
     # -- the loop
     def fit(self, stop_at: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None) -> int:
@@ -456,15 +482,22 @@ class Trainer:
         last_time, last_step = time.perf_counter(), self.step
         try:
             for batch in self.batches(self.step, end):
-                result = self.train_step(batch)
-                if self.step % t.log_every == 0 or self.step == end:
+                done = self.step + 1
+                probing = t.probe_every > 0 and (done % t.probe_every == 0 or done == end)
+                logging = probing or done % t.log_every == 0 or done == end
+                result = self.train_step(batch, measure_updates=logging)
+                if logging:
                     now = time.perf_counter()
                     steps_per_s = (self.step - last_step) / max(now - last_time, 1e-9)
                     last_time, last_step = now, self.step
                     metrics = {"step": self.step, "loss": result.loss,
                                **{f"loss_level_{i}": v for i, v in enumerate(result.per_level)},
                                "lr": result.lr, "grad_norm": result.grad_norm, "steps_per_s": steps_per_s,
-                               "videos_per_s": steps_per_s * t.batch_size, "samples_seen": self.samples_seen}
+                               "videos_per_s": steps_per_s * t.batch_size, "samples_seen": self.samples_seen,
+                               **result.updates}
+                    if probing:
+                        metrics.update(self.probe())
+                        last_time = time.perf_counter()  # the probe is not training time
                     if log is not None:
                         log.write(metrics)
                     if on_log is not None:

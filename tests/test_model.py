@@ -98,7 +98,8 @@ def test_adaptive_computation_changes_only_the_skipping_levels():
     adaptive.load_state_dict(model.state_dict())
     inputs = make_inputs(cfg_full)
     full, skipped = model(*inputs), adaptive(*inputs)
-    torch.testing.assert_close(full[:, 0], skipped[:, 0], atol=0, rtol=0)  # level 0 goes through every block
+    # Level 0 goes through every block: equal up to float64 rounding (row counts change BLAS blocking).
+    torch.testing.assert_close(full[:, 0], skipped[:, 0], atol=1e-12, rtol=0)
     assert (full[:, 2] - skipped[:, 2]).abs().max() > 1e-3
 
 

@@ -50,6 +50,24 @@ def test_lamb_step_length_is_lr_times_weight_norm():
         assert (p.detach() - before).norm().item() == pytest.approx(0.01 * before.norm().item(), rel=1e-6)
 
 
+def test_lamb_without_layer_adaptation_takes_a_plain_adam_step():
+    # adapt=False (the non-decayed group by default): no trust ratio, so a small tensor moves by
+    # lr per element on the first step (m_hat / sqrt(v_hat) = sign(g)), not by lr x its tiny norm.
+    p = nn.Parameter(torch.full((4,), 0.02, dtype=torch.float64))
+    opt = Lamb([{"params": [p], "adapt": False}], lr=0.01)
+    p.grad = torch.tensor([3.0, -0.5, 1e-3, -2.0], dtype=torch.float64)
+    opt.step()
+    expected = torch.tensor([0.01, 0.03, 0.01, 0.03], dtype=torch.float64)
+    assert torch.allclose(p.detach(), expected, atol=1e-5)
+
+
+def test_decay_groups_adapt_only_the_weight_matrices_unless_asked():
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    matrices, other = decay_groups(model, 0.01)
+    assert matrices["adapt"] and not other["adapt"]
+    assert decay_groups(model, 0.01, adapt_all=True)[1]["adapt"]
+
+
 def test_lamb_zero_weights_use_trust_one():
     p = nn.Parameter(torch.zeros(3, dtype=torch.float64))
     opt = Lamb([p], lr=0.1, weight_decay=0.01)

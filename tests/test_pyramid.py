@@ -53,8 +53,40 @@ def test_nested_draws_cover_every_position_uniformly():
     offsets = sample_nested_offsets(12_000, geometry, torch.Generator().manual_seed(1))
     for axis, r in enumerate(geometry.patch):
         counts = torch.bincount(offsets[:, 1, axis], minlength=r + 1).float()
-        assert counts.numel() == r + 1  # o_1 = u in {0..r}: never outside the nested range
+        assert counts.numel() == r + 1  # o_1 in {0..r}: never outside the canvas
         assert (counts / counts.sum() - 1 / (r + 1)).abs().max() < 0.03
+
+
+def test_top_level_position_is_uniform_over_its_canvas():
+    # Inference denoises every top-level tile, corners included: training must draw them as often.
+    # The top patch of a (4, 8, 8) x 4-level pyramid can start at 29 or 57 positions per axis; the
+    # bottom-up draw (each level uniform inside its parent) gave corner positions ~(1/5)^3 of the
+    # uniform rate. A chi-square test of the marginal per axis, and the corner itself.
+    geometry = PatchGeometry((4, 8, 8), 4)
+    n = 60_000
+    offsets = sample_nested_offsets(n, geometry, torch.Generator().manual_seed(7))
+    assert is_nested(offsets, geometry).all()
+    top = offsets[:, -1]
+    for axis in range(3):
+        positions = geometry.canvas(3)[axis] - geometry.patch[axis] + 1
+        counts = torch.bincount(top[:, axis], minlength=positions).double()
+        assert counts.numel() == positions
+        expected = n / positions
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        # dof = positions - 1 (28 or 56): the 99.9 % quantile is below 2 * dof + 20.
+        assert chi2 < 2 * (positions - 1) + 20, (axis, chi2)
+    corner = ((top[:, 1] == 0) & (top[:, 2] == 0)).double().mean().item()
+    assert corner == pytest.approx(1 / 57 ** 2, rel=0.6)
+
+
+def test_parents_are_uniform_among_the_positions_that_contain_the_child():
+    geometry = PatchGeometry((4, 4, 4), 3)
+    offsets = sample_nested_offsets(40_000, geometry, torch.Generator().manual_seed(2))
+    # A level-2 patch at o_2 = 8 fits inside level-1 parents 2..4 (ceil((8-4)/2)..floor(8/2)).
+    parents = offsets[offsets[:, 2, 0] == 8][:, 1, 0]
+    counts = torch.bincount(parents, minlength=5)[2:].double()
+    assert torch.bincount(parents, minlength=5)[:2].sum() == 0
+    assert (counts / counts.sum() - 1 / 3).abs().max() < 0.05
 
 
 def test_is_nested_rejects_a_child_outside_its_parent():

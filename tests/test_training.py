@@ -147,3 +147,36 @@ def test_config_conflicts_ignore_runtime_keys(data):
     saved = tiny_config(data)
     assert training.config_conflicts(saved, tiny_config(data, "train.steps=99", "train.log_every=5")) == []
     assert training.config_conflicts(saved, tiny_config(data, "train.lr=3e-3")) == ["train.lr"]
+
+
+def test_metrics_log_the_label_gap_and_update_sizes(data, tmp_path):
+    t = trainer(tiny_config(data, "train.probe_every=2"), tmp_path / "run")
+    t.fit()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    updates = {"update_matrices", "update_other", "update_class_embedding", "update_latents", "update_position"}
+    assert all(updates <= m.keys() and all(m[k] > 0 for k in updates) for m in lines)
+    probed = [m["step"] for m in lines if "label_gap_sigma_8" in m]
+    assert probed == [2, 4]
+    gaps = {k for k in lines[-1] if k.startswith("label_gap_sigma_")}
+    assert gaps == {"label_gap_sigma_0.5", "label_gap_sigma_2", "label_gap_sigma_8", "label_gap_sigma_30"}
+    # The probe is a fixed batch: the same model gives the same gap.
+    again = t.probe()
+    assert again["label_gap_sigma_8"] == pytest.approx(lines[-1]["label_gap_sigma_8"], abs=1e-7)
+
+
+@pytest.mark.parametrize("trust_ratio", ["decayed", "all"])
+def test_every_parameter_group_moves_by_a_meaningful_amount(data, tmp_path, trust_ratio):
+    # LAMB's trust ratio moves a tensor by lr x its own norm: the weight matrices by exactly lr per
+    # step. Small tensors (the class embedding starts at std 0.02) need the plain Adam step of the
+    # non-decayed group to move at all within a short run; with trust_ratio="all" they move by lr.
+    t = trainer(tiny_config(data, "train.warmup_steps=0", "train.steps=3", f"train.trust_ratio={trust_ratio}"),
+                tmp_path / "run")
+    t.fit()
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    lr = last["lr"]
+    assert last["update_matrices"] == pytest.approx(lr, rel=0.02)
+    for name in ("class_embedding", "latents", "position"):
+        if trust_ratio == "all":
+            assert last[f"update_{name}"] == pytest.approx(lr, rel=0.02)
+        else:
+            assert last[f"update_{name}"] > 10 * lr, name

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from einops import rearrange
 
 from hpdm_core.config import ModelConfig
@@ -89,10 +90,16 @@ class HPDM(nn.Module):
 
         # Latents: one learned set per level, plus conditioning tokens.
         self.latents = nn.Parameter(torch.zeros(cfg.num_levels, cfg.num_latents, latent_dim))
-        self.noise_features = FourierFeatures(latent_dim // 2, 0.1, 20.0)  # c_noise = ln(sigma)/4 ~ [-2, 2]
+        # c_noise = ln(sigma) / 4 spans about [-1.6, 1.5] from a level-0 sigma_min to a level-2 sigma_max.
+        # Low frequencies only (EDM's positional embedding reaches 1 rad per unit): the sampler starts
+        # far above the training sigmas and lower levels serve as context at sigma_min, and a smooth
+        # embedding extrapolates there where a high-frequency one gives arbitrary features.
+        self.noise_features = FourierFeatures(latent_dim // 2, 0.002, 0.3)
         self.noise_mlp = MLP(2 * (latent_dim // 2), 1.0, out_dim=latent_dim)
         self.level_embedding = nn.Embedding(cfg.num_levels, latent_dim)
         self.class_embedding = nn.Embedding(cfg.num_classes + 1, latent_dim)  # last row: the null class
+        if cfg.interface_conditioning:
+            self.interface_modulation = nn.Linear(latent_dim, 2 * dim)
 
         self.blocks = nn.ModuleList(RINBlock(dim, latent_dim, cfg.latent_layers, cfg.head_dim, cfg.mlp_ratio)
                                     for _ in range(cfg.num_blocks))
@@ -102,9 +109,11 @@ class HPDM(nn.Module):
         self.out_norm = nn.LayerNorm(dim)
         self.detokenizer = nn.Linear(dim, cfg.channels * pixels_per_token)
 
-        self.apply(init_weights)
+        self.apply(lambda module: init_weights(module, cfg.init))
         nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.trunc_normal_(self.latents, std=0.02)
+        if cfg.interface_conditioning:  # zero: the modulation starts as the identity
+            nn.init.zeros_(self.interface_modulation.weight)
         for index, fusion in enumerate(getattr(self, "fusions", [])):
             fusion.reset_parameters()
             # A block that processes only level 0 has nothing to fuse: its projection can never run.
@@ -121,10 +130,7 @@ class HPDM(nn.Module):
         b, n = x.shape[:2]
         tf, th, tw = self.token
         tokens = rearrange(x, "b n c (f tf) (h th) (w tw) -> b n (f h w) (tf th tw c)", tf=tf, th=th, tw=tw)
-        a = self.tokenizer(tokens) + self.position
-        coords = token_centres(offsets, self.geometry, self.token)[:, first_level:first_level + n]
-        if self.cfg.use_coords:
-            a = a + self.coord_proj(self.coord_features(coords))
+        a = self.tokenizer(tokens)
 
         levels = torch.arange(first_level, first_level + n, device=x.device)
         conditioning = torch.stack([
@@ -133,6 +139,17 @@ class HPDM(nn.Module):
             self.class_embedding(labels).unsqueeze(1).expand(b, n, -1),
         ], 2)
         conditioning = conditioning.to(self.latents.dtype)
+        if self.cfg.interface_conditioning:
+            # Scale and shift every interface token by the conditioning (adaLN-Zero style, starts as
+            # the identity). Without it a token learns the noise level only through attention to the
+            # latents, and the tokenizer -> detokenizer path passes each token's noisy pixels through
+            # at every sigma: measured on the tiny preset, level-0 samples were per-token coloured noise.
+            scale, shift = self.interface_modulation(F.silu(conditioning.sum(2))).unsqueeze(2).chunk(2, -1)
+            a = a * (1 + scale) + shift
+        a = a + self.position
+        coords = token_centres(offsets, self.geometry, self.token)[:, first_level:first_level + n]
+        if self.cfg.use_coords:
+            a = a + self.coord_proj(self.coord_features(coords))
         # The conditioning also shifts every latent: as extra tokens alone it reaches the interface only
         # through attention, and the network learns to use the noise level and class far more slowly.
         latents = self.latents[levels] + conditioning.sum(2, keepdim=True)
