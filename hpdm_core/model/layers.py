@@ -21,7 +21,10 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = dim // head_dim
         self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(context_dim or dim, 2 * dim)
+        # No key/value bias: a key bias shifts every logit of a query equally (softmax ignores it) and a
+        # value bias passes through the convex attention weights into `out`'s bias. Both would only
+        # collect rounding noise, which Adam-style steps amplify to full-size updates.
+        self.kv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
         self.out = nn.Linear(dim, dim)
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
