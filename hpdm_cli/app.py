@@ -26,6 +26,7 @@ app = typer.Typer(
 _COMMAND_MODULES = (
     "hpdm_cli.prepare",
     "hpdm_cli.train",
+    "hpdm_cli.classifier",
     "hpdm_cli.sample",
     "hpdm_cli.evaluate",
     "hpdm_cli.ablate",

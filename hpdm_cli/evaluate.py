@@ -40,9 +40,11 @@ def eval_fvd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
     cache_dir: Annotated[Optional[Path], typer.Option(help="real-statistics cache root [$HPDM_CACHE or ~/.cache/hpdm]")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute the real statistics")] = False,
+    classifier: Annotated[Optional[Path], typer.Option("--classifier", help="a classifier from `hpdm train-classifier`: adds the accuracy of the requested classes and an FD in its features (alone, without --i3d/--random-i3d: FVD is skipped)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """FVD (I3D) and, with --c3d, video Inception Score (C3D) of generated videos.
+    """FVD (I3D), with --c3d video Inception Score (C3D), with --classifier class accuracy and FD in
+    the eyes of a classifier trained on your own data, of generated videos.
 
     Under torchrun every process embeds its share of the clips and rank 0 reports the merged result.
     """
@@ -67,20 +69,31 @@ def eval_fvd(
                               protocol=protocol.value, num=num, frames=frames, subsample=subsample,
                               resolution=resolution, seed=seed, batch_size=batch_size, device=run_device,
                               cache_dir=cache_dir, use_cache=not no_cache, progress=report, distributed=distributed,
-                              repeat_real=repeat_real)
+                              repeat_real=repeat_real, classifier_path=classifier)
     finally:
         dist_lib.destroy()
     if result is None:  # not rank 0: its statistics were merged into rank 0's result
         return
     for note in result["warnings"]:
         stderr.print(f"[yellow]warning:[/] {note}")
+    for note in result.get("classifier_notes", []):
+        stderr.print(f"[yellow]note:[/] {note}")
     if as_json:
         print_json(result)
+        return
+    if result["fvd"] is None:  # --classifier alone
+        table = Table(title="Generated videos in the classifier's eyes (FVD not computed: no --i3d or --random-i3d)")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        _classifier_rows(table, result)
+        stdout.print(table)
         return
     name = f"FVD{'_' + str(result['frames']) if result['frames'] != 16 else ''}@{result['num']}"
     table = Table(title=f"{name} ({result['protocol']} protocol){' — PROXY, random I3D' if result['proxy'] else ''}")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if "classifier_fd" in result:
+        _classifier_rows(table, result)
     table.add_row(name + (" (proxy)" if result["proxy"] else ""), f"{result['fvd']:.2f}")
     if "is_mean" in result:
         table.add_row("IS (C3D, 10 splits)", f"{result['is_mean']:.2f} ± {result['is_std']:.2f}")
@@ -91,6 +104,18 @@ def eval_fvd(
     for reason in result["warnings"]:
         table.add_row("[yellow]not comparable[/]", reason)
     stdout.print(table)
+
+
+def _classifier_rows(table: Table, result: dict) -> None:
+    def share(value) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    table.add_row("classifier accuracy (requested class)", share(result["classifier_accuracy"]))
+    fd = result["classifier_fd"]
+    table.add_row("classifier FD (vs held-out real)", "n/a" if fd is None else f"{fd:.2f}")
+    table.add_row(f"classifier accuracy, {result['classifier_real_videos']} held-out real",
+                  share(result["classifier_real_accuracy"]))
+    table.add_row("classifier", result["classifier_checkpoint"])
 
 
 @app.command("convert-i3d")

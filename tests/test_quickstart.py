@@ -27,7 +27,7 @@ def read_png(path: Path) -> np.ndarray:
 def test_quickstart_pipeline_scaled_down(tmp_path):
     env = {**os.environ, "DEMO_DIR": str(tmp_path / "demo"), "HPDM": f"{sys.executable} -m hpdm_cli",
            "TRAIN_STEPS": "2", "NUM_VIDEOS": "6", "FRAMES": "16", "RESOLUTION": "32", "NUM_SAMPLES": "2",
-           "SAMPLE_STEPS": "2", "OVERLAP": "hw", "FVD_NUM": "2",
+           "SAMPLE_STEPS": "2", "OVERLAP": "hw", "FVD_NUM": "2", "CLASSIFIER_STEPS": "2",
            "EXTRA_SET": "model.num_levels=2 model.num_blocks=2 model.levels_per_block=1,2 train.batch_size=2 "
                         "model.interface_dim=32 model.latent_dim=32 model.head_dim=16 model.latent_layers=1"}
     run = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], env=env, cwd=tmp_path,
@@ -45,6 +45,7 @@ def test_quickstart_pipeline_scaled_down(tmp_path):
     assert videos.shape == (2, 16, 32, 32, 3)
     assert np.array_equal(png[2:34, 2:34], videos[0, 0])  # the first frame of the first video, unchanged
     assert "proxy" in run.stdout.lower() and "random_i3d" in run.stdout  # the distance is labelled as a proxy
+    assert "classifier accuracy" in run.stdout and (demo / "classifier.pt").exists()
     assert "consistency:" in run.stdout
 
     again = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], env=env, cwd=tmp_path,

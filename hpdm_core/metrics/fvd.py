@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from hpdm_core import distributed as dist_lib
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError, MissingResourceError
+from hpdm_core.metrics.classifier import classifier_evaluation
 from hpdm_core.metrics.detectors import (load_c3d, load_i3d, missing_c3d, missing_i3d, random_i3d_detector,
                                          weights_hash)
 from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
@@ -372,11 +373,15 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
              frames: int | None = None, subsample: int = 1, resolution: int | None = None, seed: int = 0,
              batch_size: int = 8, device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
              use_cache: bool = True, progress: Progress | None = None, distributed: bool = False,
-             repeat_real: bool = False) -> dict | None:
+             repeat_real: bool = False, classifier_path: str | os.PathLike | None = None) -> dict | None:
     """FVD (and IS when `c3d` is given) of generated videos `fake` against the dataset file `real`.
 
     repeat_real=True (not a protocol): with fewer long-enough real videos than `num`, take further
     clips of the same videos (new starts) up to `num`; the result says so and is not comparable.
+
+    classifier_path: a checkpoint of `hpdm train-classifier`; adds classifier_accuracy, classifier_fd and
+    classifier_real_accuracy (against its held-out real videos). Given alone (no I3D), FVD is not
+    computed: `fvd` is None and a warning says so.
 
     distributed=True (under torchrun): every rank reads and embeds a contiguous shard of the real and
     the generated clips; the float64 statistics are summed over ranks (equal to one process's) and
@@ -391,8 +396,16 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
     if num < 2 or frames < 1 or subsample < 1:
         raise BadInputError(f"need --num >= 2, --frames >= 1 and --subsample >= 1 (got {num}, {frames}, {subsample})")
     notes: list[str] = []
-    if i3d is None and random_i3d_seed is None:
+    if i3d is None and random_i3d_seed is None and (classifier_path is None or c3d is not None):
         raise missing_i3d("(none given)")
+    if i3d is None and random_i3d_seed is None:  # the classifier's scores alone
+        if distributed and not dist_lib.is_main():
+            return None
+        scores = classifier_evaluation(classifier_path, fake, real=real, num=num, batch_size=batch_size,
+                                       device=device, progress=progress)
+        notes.append("FVD not computed: it needs I3D weights (--i3d) or a proxy (--random-i3d SEED)")
+        return {"fvd": None, "protocol": proto.name, "num": num, "frames": frames, "detector": None, "proxy": False,
+                "real_clips": None, "fake_clips": None, **scores, "comparable": False, "warnings": notes}
     if i3d is not None:
         detector = load_i3d(i3d, resize=proto.resize, device=device)
         # A TorchScript detector resizes internally; our network's resize mode is part of the key.
@@ -476,6 +489,9 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
             raise BadInputError(f"IS over {IS_SPLITS} splits needs at least {IS_SPLITS} generated videos")
         result["is_mean"], result["is_std"] = inception_score(probs_all, IS_SPLITS)
         result["classifier"] = classifier.name
+    if classifier_path is not None:  # its notes are not about FVD's comparability: kept apart
+        result.update(classifier_evaluation(classifier_path, fake, real=real, num=num, batch_size=batch_size,
+                                            device=device, progress=progress))
     result["comparable"] = not notes
     result["warnings"] = notes
     for note in notes:
