@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# hpdm end to end on a CPU in under 10 minutes: synthetic data -> train `tiny` -> sample -> scores of the
+# hpdm end to end on a CPU in about 15 minutes (2 cores): synthetic data -> train `tiny` -> sample -> scores of the
 # samples by a classifier trained on the same data (accuracy of the requested class, FD in its features).
 #
 #   pip install torch==2.13.0 -e . && bash examples/quickstart.sh
