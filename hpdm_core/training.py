@@ -301,12 +301,14 @@ class Trainer:
         self.raw_model = build_denoiser(cfg).to(self.device)
         self.ema = EMA(self.raw_model, t.ema_decay)  # before wrapping: a plain copy
         self.model = self.wrap_model(self.raw_model)
-        self.optimizer = Lamb(decay_groups(self.raw_model, t.weight_decay, adapt_all=t.trust_ratio == "all"), lr=t.lr, betas=tuple(t.betas),
+        groups = decay_groups(self.raw_model, t.weight_decay, adapt_all=t.trust_ratio == "all")
+        self.optimizer = Lamb(groups, lr=t.lr, betas=tuple(t.betas),
                               weight_decay=t.weight_decay)
         self.schedule = WarmupCosine(self.optimizer, t.lr, t.warmup_steps, t.steps)
         self.step, self.samples_seen = 0, 0
         self.last_checkpoint: Path | None = None
         self.clips = None  # opened lazily: building a Trainer for a checkpoint needs no data file
+        self._probe: ProbeBatch | None | bool = False  # False: not drawn yet; None: the data has no labels
 
     # -- distributed training
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -399,7 +401,7 @@ class Trainer:
     # -- what the run is learning
     def probe_batch(self) -> ProbeBatch | None:
         """Fixed real chains for the label gap, the same at every probe and on every rank (None: no labels)."""
-        if not hasattr(self, "_probe"):
+        if self._probe is False:
             steps = StepBatches(self.open_data(), self.geometry, range(PROBE_ROWS), derive_seed(self.cfg.train.seed,
                                 PROBE_STREAM), 1, null_class=self.cfg.model.num_classes)
             probe = make_probe_batch(steps[0], self.cfg.model.num_classes,
