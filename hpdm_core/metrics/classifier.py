@@ -11,8 +11,6 @@ checkpoints or with published tables.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
@@ -24,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hpdm_core.data.h5store import VideoStore
+from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
 from hpdm_core.seeding import derive_seed
@@ -130,17 +128,6 @@ class VideoClassifier(nn.Module):
 
 
 # ---- the dataset file: labels, split, clips ------------------------------------------------------
-
-def dataset_fingerprint(store: VideoStore) -> str:
-    """A hash of the file's structure (video lengths, labels, groups, names, classes, frame shape).
-
-    Cheap even for UCF-101; it tells whether held-out indices recorded for one file fit another."""
-    digest = hashlib.sha256()
-    for array in (store.offsets, store.labels, store.groups):
-        digest.update(np.ascontiguousarray(array, np.int64).tobytes())
-    digest.update(json.dumps([store.names, store.class_names, list(store.file["frames"].shape[1:])]).encode())
-    return digest.hexdigest()[:32]
-
 
 def heldout_split(labels: np.ndarray, groups: np.ndarray | None, holdout: float, seed: int = 0) -> np.ndarray:
     """Sorted indices of the held-out videos: about `holdout` of each class, drawn by `seed`.
