@@ -25,7 +25,7 @@ def plain_line(text: str) -> None:
 
 
 class PlainProgress:
-    """Progress as plain lines (`tiles 120/480 25% 3.2/s eta 1.9 min`), for logs where a live bar
+    """Progress as plain lines (`tiles 120/480 25% 3.20 tiles/s ... eta 1.9 min`), for logs where a live bar
     shows up only at the end: the first update, then every PLAIN_LOG_SECONDS, and the last one.
     Disabled, it prints nothing (a terminal shows the Rich bar instead)."""
 
@@ -43,4 +43,4 @@ class PlainProgress:
         rate = self.done / max(now - self.start, 1e-9)
         eta = (self.total - self.done) / max(rate, 1e-9)
         plain_line(f"{self.label} {self.done}/{self.total} {100 * self.done / max(self.total, 1):.0f}% "
-                   f"{rate:.2f}/s elapsed {(now - self.start) / 60:.1f} min eta {eta / 60:.1f} min")
+                   f"{rate:.2f} {self.label}/s elapsed {(now - self.start) / 60:.1f} min eta {eta / 60:.1f} min")
