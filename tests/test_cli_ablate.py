@@ -1,6 +1,7 @@
 """`hpdm ablate` end to end on a micro model: tables with every variant and level, resume, Table 3."""
 
 import json
+import time
 import sys
 
 import pytest
@@ -97,15 +98,18 @@ def test_inference_suite_lists_all_overlap_strategies(suite, monkeypatch):
     root, _, _ = suite
     app_module._register()
     out = root / "inference"
+    started = time.perf_counter()
     result = CliRunner().invoke(app_module.app, ["ablate", "--suite", "inference", "--run", str(root / "out" / "default"),
                                                  "--out", str(out), "--num", "2", "--sample-steps", "2",
                                                  "--device", "cpu", "--json"])
+    elapsed = time.perf_counter() - started
     assert result.exit_code == 0, (result.output, result.exception)
     results = json.loads(result.stdout)
     assert [r["overlap"] for r in results["rows"]] == ["none", "w", "h", "hw", "f", "fw", "fh", "fhw"]
+    assert sum(r["sample_seconds"] for r in results["rows"]) < elapsed  # seconds of this run, not another unit
     assert results["levels"] == [1]  # level 0 is one tile: overlap cannot change it
     for row in results["rows"]:
-        assert set(row["fd"]) == {"1"} and row["sample_seconds"] > 0
+        assert set(row["fd"]) == {"1"} and row["sample_seconds"] > 0 and row["tile_evaluations"] > 0
     evals = {r["overlap"]: r["tile_evaluations"] for r in results["rows"]}
     assert evals["none"] < evals["w"] < evals["hw"] < evals["fhw"]  # overlap costs more tiles
     table = (out / "table.md").read_text()
