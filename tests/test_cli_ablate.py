@@ -129,3 +129,21 @@ def test_bad_input_exits_2(tmp_path, capsys, monkeypatch):
         assert exit_.value.code == 2
         err = " ".join(capsys.readouterr().err.split())
         assert "error:" in err and "Traceback" not in err
+
+
+def test_bad_overlap_exits_2_before_training(tmp_path, capsys, monkeypatch):
+    """`--overlap xyz` used to fail after every variant had trained (7 minutes on the tiny preset)."""
+    from hpdm_core import ablation
+
+    monkeypatch.setattr(common.stderr, "width", 400)
+    monkeypatch.setattr(ablation, "train_variant", lambda *a, **k: pytest.fail("trained before checking --overlap"))
+    data = tmp_path / "d.h5"
+    make_synthetic(data, num_videos=2, frames=8, resolution=16, classes=2, seed=0)
+    for extra, message in ((["--overlap", "xyz"], "overlap"), (["--batch-size", "0"], "--batch-size >= 1"),
+                           (["--sample-steps", "0"], "--sample-steps >= 1")):
+        monkeypatch.setattr(sys, "argv", ["hpdm", "ablate", "--out", str(tmp_path / "out"), "--data", str(data),
+                                          "--steps", "1", "--preset", "tiny", *extra])
+        with pytest.raises(SystemExit) as exit_:
+            app_module.main()
+        err = " ".join(capsys.readouterr().err.split())
+        assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
