@@ -121,3 +121,21 @@ def test_existing_out_needs_overwrite(tmp_path, monkeypatch, capsys):
     folder.mkdir()
     code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(folder))
     assert code == 2 and "is a folder" in stderr
+
+
+def test_version(monkeypatch, capsys):
+    from hpdm_core import __version__
+
+    code, stdout, _ = hpdm(monkeypatch, capsys, "--version")
+    assert code == 0 and stdout.strip() == f"hpdm {__version__}"
+
+
+def test_os_error_is_a_message_with_exit_1(tmp_path, monkeypatch, capsys):
+    import hpdm_cli.prepare
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "s.h5.tmp"))
+
+    monkeypatch.setattr(hpdm_cli.prepare, "make_synthetic", full_disk)
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(tmp_path / "s.h5"))
+    assert code == 1 and "No space left on device" in stderr and "Traceback" not in stderr
