@@ -133,6 +133,7 @@ def test_cut_off_metrics_line_does_not_break_resume(data, tmp_path, capsys, monk
         f.write('{"step": 3, "loss": 0.5, "lo')  # what a kill during the write leaves
     code, _, err = train(capsys, monkeypatch, None, run, steps=3)
     assert code == 0 and "Traceback" not in err, err
+    assert "step 3/3 loss" in err and "eta" in err  # the plain progress line of a log without a terminal
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
 

@@ -241,13 +241,19 @@ def test_sigkill_with_workers_takes_the_workers_along_and_a_rerun_recovers(mini_
         prepare_ucf101({str(mini_ucf)!r}, {str(out)!r}, resolution=32, workers=2, progress=progress)
     """)
     env = {**os.environ, "PYTHONPATH": f"{Path(__file__).resolve().parents[1]}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode == -signal.SIGKILL
+    # No pipes: orphaned workers would hold them open and keep run() waiting.
+    killed = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert killed.returncode == -signal.SIGKILL
     workers = [int(p) for p in pids.read_text().split()]
     assert workers
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in workers)  # the workers died with their parent
+    try:
+        assert not any(_alive(p) for p in workers)  # the workers died with their parent
+    finally:
+        for pid in filter(_alive, workers):
+            os.kill(pid, signal.SIGKILL)
     report = prepare_ucf101(mini_ucf, out, resolution=32, workers=2)
     assert report.videos == prepared[1].videos
     _same_content(out, prepared[0])
