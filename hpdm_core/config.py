@@ -265,6 +265,8 @@ def _check_types(section: Any, name: str) -> None:
     default = type(section)()
     for f in dataclasses.fields(section):
         value, want, key = getattr(section, f.name), getattr(default, f.name), f"{name}.{f.name}"
+        if want is None:  # an optional setting: no type to hold it to
+            continue
         if isinstance(want, list):
             kind = type(want[0]) if want else int
             if not isinstance(value, list) or not all(_is(v, kind) for v in value):
