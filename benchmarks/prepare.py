@@ -52,7 +52,8 @@ def make_tree(root: Path, videos: int, frames: int) -> None:
 
 def time_prepare(src: Path, out: Path, workers: int, resolution: int) -> tuple[float, int]:
     start = time.perf_counter()
-    report = prepare_ucf101(src, out, split="all", resolution=resolution, workers=workers, restart=True)
+    report = prepare_ucf101(src, out, split="all", resolution=resolution, workers=workers, restart=True,
+                            overwrite=True)
     return time.perf_counter() - start, report.videos
 
 

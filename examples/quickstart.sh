@@ -54,7 +54,7 @@ for kv in $EXTRA_SET; do train_args+=(--set "$kv"); done
 
 stage "4/6 sample: $NUM_SAMPLES videos, level by level, overlap $OVERLAP"
 "${HPDM_CMD[@]}" sample --run "$DEMO_DIR/run" --num "$NUM_SAMPLES" --steps "$SAMPLE_STEPS" --overlap "$OVERLAP" \
-  --out "$DEMO_DIR/samples.npz"
+  --out "$DEMO_DIR/samples.npz" --overwrite  # redone on every run, from the latest checkpoint
 
 stage "5/6 render: mp4, gif and a frame-grid PNG"
 python "$(dirname "$0")/render_samples.py" "$DEMO_DIR/samples.npz" "$DEMO_DIR/samples"

@@ -34,6 +34,20 @@ _COMMAND_MODULES = (
 
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from hpdm_core import __version__
+
+        typer.echo(f"hpdm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                          help="Print hpdm's version and exit.")) -> None:
+    """Hierarchical Patch Diffusion Models: prepare data, train, sample, evaluate."""
+
+
 def _register() -> None:
     for name in _COMMAND_MODULES:
         importlib.import_module(name)
@@ -49,3 +63,6 @@ def main() -> None:
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except OSError as err:  # a full disk, a file that vanished: the message, not a traceback
+        stderr.print(f"[bold red]error:[/] {escape(str(err))}")
+        sys.exit(1)

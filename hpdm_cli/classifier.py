@@ -12,9 +12,9 @@ from rich.table import Table
 
 from hpdm_cli.app import app
 from hpdm_cli.common import print_json, stderr, stdout
-from hpdm_core.errors import BadInputError
+from hpdm_core.files import check_output
 
-PLAIN_LOG_SECONDS = 10.0  # without a terminal (CI logs), one progress line this often
+PLAIN_LOG_SECONDS = 10.0  # without a terminal (CI logs), one progress line this often (a short job)
 
 
 @app.command("train-classifier")
@@ -43,8 +43,7 @@ def train_classifier_command(
     from hpdm_core.distributed import resolve_device
     from hpdm_core.metrics.classifier import train_classifier
 
-    if out.exists() and not overwrite:
-        raise BadInputError(f"{out} exists; pass --overwrite to replace it")
+    check_output(out, overwrite)
     run_device = str(resolve_device(device))
     given = {"steps": steps, "batch_size": batch_size, "width": width, "lr": lr}  # None: the library's default
     options = {key: value for key, value in given.items() if value is not None}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -34,7 +33,7 @@ def eval_fvd(
     frames: Annotated[Optional[int], typer.Option(help="frames per clip [16]")] = None,
     subsample: Annotated[int, typer.Option(help="take every n-th frame")] = 1,
     resolution: Annotated[Optional[int], typer.Option(help="resize clips to this square size before the networks (match the generator)")] = None,
-    seed: Annotated[int, typer.Option(help="seed of the real clips' random start frames")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the real clips' random start frames")] = 0,
     repeat_real: Annotated[bool, typer.Option("--repeat-real", help="with fewer long-enough real videos than --num, take more clips per video (not a protocol: the result is not comparable)")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="clips per forward pass")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
@@ -76,7 +75,7 @@ def eval_fvd(
         return
     for note in result["warnings"]:
         stderr.print(f"[yellow]warning:[/] {note}")
-    for note in result.get("classifier_notes", []):
+    for note in result.get("classifier_notes", []) + result.get("cache_notes", []):
         stderr.print(f"[yellow]note:[/] {note}")
     if as_json:
         print_json(result)
@@ -122,22 +121,22 @@ def _classifier_rows(table: Table, result: dict) -> None:
 def convert_i3d(
     tfhub_dir: Annotated[Path, typer.Argument(help="unpacked TF-Hub module deepmind/i3d-kinetics-400/1")],
     out: Annotated[Path, typer.Option("--out", "-o", help="state dict to write (pytorch-i3d layout, .pt)")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Convert the TF-Hub I3D (needs hpdm's tfhub extra) into a state dict for --i3d."""
     import torch
 
     from hpdm_core.errors import MissingResourceError
+    from hpdm_core.files import atomic_save, check_output
     from hpdm_core.metrics.tfhub_convert import convert_tfhub_i3d, is_tfhub_folder, tf_variable_name
 
+    check_output(out, overwrite)
     if not is_tfhub_folder(tfhub_dir):
         raise MissingResourceError(f"{tfhub_dir} is not a TF-Hub module folder (saved_model.pb, variables/): "
                                    "download deepmind/i3d-kinetics-400/1 from tfhub.dev / Kaggle Models and unpack it")
     state = convert_tfhub_i3d(tfhub_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    atomic_save(out, lambda tmp: torch.save(state, tmp))
     info = {"out": str(out), "variables": sum(tf_variable_name(k) is not None for k in state),
             "parameters": sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))}
     if as_json:

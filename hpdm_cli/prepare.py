@@ -15,6 +15,7 @@ from hpdm_cli.common import print_json, stderr, stdout
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.data.synthetic import make_synthetic
 from hpdm_core.data.ucf101 import prepare_ucf101
+from hpdm_core.files import check_output
 
 prepare_app = typer.Typer(help="Pack videos into one HDF5 dataset file.", no_args_is_help=True)
 app.add_typer(prepare_app, name="prepare")
@@ -48,6 +49,7 @@ def ucf101(
     workers: Annotated[int, typer.Option(help="decoding processes")] = max(1, min(8, os.cpu_count() or 1)),
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
     restart: Annotated[bool, typer.Option("--restart", help="discard an interrupted run's decoded videos")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out made otherwise (a finished run with the same arguments is kept)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as one JSON object")] = False,
 ) -> None:
     """Decode UCF-101 videos (resumable: rerun the same command after a crash)."""
@@ -60,7 +62,7 @@ def ucf101(
             bar.update(tasks[phase], completed=done, refresh=True)
 
         report = prepare_ucf101(src, out, split, fold, resolution, fps, max_frames, workers,
-                                compression, restart, progress)
+                                compression, restart, progress, overwrite=overwrite)
     for name, reason in report.failed:
         stderr.print(f"[yellow]skipped[/] {name}: {reason}")
     if report.up_to_date:
@@ -82,9 +84,11 @@ def synthetic(
     seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same videos")] = 0,
     fps: Annotated[float, typer.Option(help="frame rate stored with the videos")] = 8.0,
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the file summary as one JSON object")] = False,
 ) -> None:
     """Write procedural videos: one moving object whose shape and colour follow the class."""
+    check_output(out, overwrite)
     with _progress() as bar:
         task = bar.add_task("generating", total=num_videos)
         path = make_synthetic(out, num_videos, frames, resolution, classes, seed, fps, compression,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from hpdm_cli.app import app
-from hpdm_cli.common import print_json, stderr, stdout
+from hpdm_cli.common import PlainProgress, print_json, stderr, stdout
 
 
 def _class_names(data_path: str, num_classes: int) -> list[str]:
@@ -36,6 +37,7 @@ def sample(
     guidance: Optional[float] = typer.Option(None, "--cfg", help="Classifier-free guidance weight (1 = off)."),
     seed: int = typer.Option(0, "--seed", help="Seed; sample i always gets the same noise for a seed."),
     out: Path = typer.Option(Path("samples.mp4"), "--out", help="Output file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
     fmt: Optional[str] = typer.Option(None, "--format", help="mp4, gif, h5 or npz (default: from --out's suffix)."),
     save_levels: bool = typer.Option(False, "--save-levels", help="Also write every lower level's canvases."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the lower levels at every step."),
@@ -55,26 +57,45 @@ def sample(
     """
     from hpdm_core import distributed as dist_lib
     from hpdm_core.errors import BadInputError
-    from hpdm_core.sampling import FORMATS
+    from hpdm_core.files import check_output
+    from hpdm_core.pyramid import parse_overlap
+    from hpdm_core.sampling import FORMATS, output_files
 
+    # Every argument is checked here, before the model loads or a tile is sampled.
     fmt = (fmt or out.suffix.lstrip(".") or "mp4").lower()
     if fmt not in FORMATS:
         raise BadInputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    for name, value, low in (("--num", num, 1), ("--batch-size", batch_size, 1), ("--seed", seed, 0),
+                             ("--steps", steps, 1), ("--tile-batch", tile_batch, 0)):
+        if value is not None and value < low:
+            raise BadInputError(f"{name} must be at least {low}, got {value}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise BadInputError(f"--fps must be a positive number, got {fps}")
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise BadInputError(f"--cfg must be a finite number >= 0 (1 = no guidance), got {guidance}")
+    if overlap is not None:
+        parse_overlap(overlap)
+    if any(c < 0 for c in classes):
+        raise BadInputError(f"--class must be >= 0, got {min(classes)}")
+    for path in output_files(out, fmt, num):
+        check_output(path, overwrite)
     distributed = dist_lib.launched()
     env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), str(dist_lib.resolve_device(device)))
     try:
         _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, no_cache,
-                offload_cache, tile_batch, batch_size, fps, raw, run_device, json_out, distributed, env)
+                offload_cache, tile_batch, batch_size, fps, raw, run_device, json_out, distributed, env, overwrite)
     finally:
         dist_lib.destroy()
 
 
 def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, no_cache,
-            offload_cache, tile_batch, batch_size, fps, raw, device, json_out, distributed, env) -> None:
+            offload_cache, tile_batch, batch_size, fps, raw, device, json_out, distributed, env, overwrite) -> None:
     from hpdm_core import distributed as dist_lib
     from hpdm_core.checkpoint import load_for_inference
     from hpdm_core.consistency import consistency_report
-    from hpdm_core.sampling import SamplerOptions, count_tile_evaluations, generate, resolve_labels, save_samples
+    from hpdm_core.files import check_output
+    from hpdm_core.sampling import (SamplerOptions, count_tile_evaluations, generate, output_files, resolve_labels,
+                                    save_samples)
 
     cfg, denoiser, info = load_for_inference(run, checkpoint, use_ema=not raw, device=device)
     options = SamplerOptions.from_config(cfg.sample, overlap=overlap, steps=steps, guidance=guidance,
@@ -82,9 +103,13 @@ def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, 
                                          offload_cache=True if offload_cache else None).validate()
     labels = resolve_labels(classes, num, denoiser.num_classes)
     geometry = denoiser.geometry
+    for path in output_files(out, fmt, num, geometry.num_levels, save_levels):  # the level files too
+        check_output(path, overwrite)
     # The bar follows rank 0's share; the other ranks stay silent.
     total = count_tile_evaluations(geometry, options, len(dist_lib.shard(num)) if distributed else num)
     if env.is_main:
+        for note in info["notes"]:
+            stderr.print(f"[yellow]warning:[/] {note}")
         stderr.print(f"[bold]hpdm sample[/] {info['path']} (step {info['step']}{', EMA' if info['ema'] else ''}): "
                      f"{num} x {'x'.join(map(str, geometry.target))} from {geometry.num_levels} levels, "
                      f"overlap {options.overlap}, {options.steps} steps, cfg {options.guidance}, "
@@ -92,13 +117,16 @@ def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, 
 
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, disable=not env.is_main) as progress:
+    plain = not stderr.is_terminal  # CI logs: plain lines, since a live bar only shows up at the end
+    lines = PlainProgress("tiles", total, enabled=env.is_main and plain)
+    with Progress(*columns, console=stderr, disable=plain or not env.is_main) as progress:
         task = progress.add_task("tiles", total=total, rate="")
 
         def advance(rows: int) -> None:
             progress.advance(task, rows)
             speed = progress.tasks[task].speed
             progress.update(task, rate=f"{speed:.1f} tiles/s" if speed else "")
+            lines.update(rows)
 
         result = generate(denoiser, labels, seed=seed, options=options, batch_size=batch_size,
                           device=_model_device(denoiser), keep_levels=True, progress=advance,

@@ -10,10 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from hpdm_cli.app import app
-from hpdm_cli.common import print_json, stderr, stdout
+from hpdm_cli.common import PLAIN_LOG_SECONDS, plain_line, print_json, stderr, stdout
 from hpdm_core.errors import BadInputError, HPDMError
-
-PLAIN_LOG_SECONDS = 30  # without a terminal: a plain progress line at least this often
 
 
 @app.command()
@@ -35,6 +33,7 @@ def train(
     FSDP with --fsdp) on the global batch train.batch_size split over the N processes.
     """
     from hpdm_core import distributed as dist_lib
+    from hpdm_core.files import unlock_run_dir
 
     if fsdp and not dist_lib.launched():
         raise BadInputError("--fsdp shards the model over processes: launch with torchrun --nproc_per_node=N")
@@ -42,6 +41,7 @@ def train(
     try:
         _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env)
     finally:
+        unlock_run_dir(run_dir)  # taken by setup_run on rank 0; the OS drops it anyway when the process ends
         dist_lib.destroy()
 
 
@@ -80,6 +80,8 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
     clips = trainer.open_data()
     skipped = f" ({clips.skipped} too short for a clip, left out)" if clips.skipped else ""
     stderr.print(f"data {cfg.data.path}: {len(clips)} videos{skipped}")
+    for note in trainer.resume_notes:
+        stderr.print(f"[yellow]warning:[/] {note}")
     if resumed and start:
         stderr.print(f"resuming from {trainer.last_checkpoint} (step {start})")
     if start >= t.steps:
@@ -105,8 +107,7 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
                           or "label_gap_sigma_8" in m):
                 last_line["time"] = now
                 left = (t.steps - m["step"]) / max(m["steps_per_s"], 1e-9)
-                stderr.print(f"step {m['step']}/{t.steps} {stats} eta {left / 60:.1f} min", soft_wrap=True,
-                             highlight=False)
+                plain_line(f"step {m['step']}/{t.steps} {stats} eta {left / 60:.1f} min")
 
         final = trainer.fit(on_log=on_log)
         progress.update(task, completed=final)

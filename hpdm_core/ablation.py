@@ -22,9 +22,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import statistics
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,10 +36,13 @@ import torch.nn.functional as F
 from hpdm_core.distributed import resolve_device
 from hpdm_core.config import Config
 from hpdm_core.errors import BadInputError
+from hpdm_core.files import atomic_write, atomic_write_text, check_folder
+from hpdm_core.seeding import generator
 
 RESULT_NAME = "result.json"
 PROXY_SEED = 0  # the random I3D behind the proxy distance; fixed so tables of different runs agree
 PROXY_MIN_SIZE = 32  # the proxy I3D sees canvases at their own size, upsampled to at least this
+REAL_CLIP_STREAM = 0xAB1A  # generator stream of the real clips' start frames
 Log = Callable[[str], None]
 
 
@@ -162,8 +165,9 @@ def real_level_batches(cfg: Config, num: int, seed: int = 0, chunk: int = 16):
     for first in range(0, num, chunk):
         videos = []
         for i in range(first, min(first + chunk, num)):
-            torch.manual_seed(seed * 1_000_003 + i)  # ClipDataset draws its start frame from torch's RNG
-            videos.append(torch.as_tensor(clips[int(order[i])][0]).float())
+            # Clip i's start frame from its own generator: the caller's global RNG is left alone.
+            clip, _ = clips.clip(int(order[i]), generator(seed, i, REAL_CLIP_STREAM))
+            videos.append(clip.float())
         top = torch.stack(videos)
         yield [F.avg_pool3d(top, 2 ** (last - level)) if level < last else top for level in range(last + 1)]
 
@@ -177,16 +181,19 @@ def real_level_stats(cfg: Config, scorer: Scorer, num: int, cache_dir: Path, see
 
     data = Path(cfg.data.path)
     stat = data.stat()
-    key = json.dumps({"data": str(data.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+    key = json.dumps({"version": 2, "data": str(data.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
                       "detector": scorer.detector_id, "num": num, "seed": seed, "target": cfg.model.target,
                       "levels": cfg.model.num_levels, "stride": cfg.data.frame_stride, "min_size": scorer.min_size},
                      sort_keys=True)
     path = cache_dir / f"real_stats_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     levels = range(cfg.model.num_levels)
     if path.is_file():
-        with np.load(path) as arrays:
-            return [FeatureStats.from_arrays({k.split("/", 1)[1]: arrays[k] for k in arrays if k.startswith(f"{l}/")})
-                    for l in levels]
+        try:
+            with np.load(path) as arrays:
+                return [FeatureStats.from_arrays({k.split("/", 1)[1]: arrays[k] for k in arrays
+                                                  if k.startswith(f"{l}/")}) for l in levels]
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+            pass  # cut short by a kill: recomputed
     if log:
         log(f"real statistics: {num} clips of {cfg.data.path} at {cfg.model.num_levels} levels")
     stats = [FeatureStats(scorer.detector.feature_dim) for _ in levels]
@@ -194,19 +201,15 @@ def real_level_stats(cfg: Config, scorer: Scorer, num: int, cache_dir: Path, see
         for level in levels:
             level_stats(batch[level], scorer, stats[level])
     arrays = {f"{l}/{k}": v for l, s in enumerate(stats) for k, v in s.to_arrays().items()}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)
     return stats
 
 
 # ----------------------------------------------------------------------------- one run: sample and score
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -265,11 +268,13 @@ def sample_and_score(run_dir: Path, real_stats: list, scorer: Scorer, levels: li
 
 def training_speed(run_dir: Path) -> float | None:
     """Median videos/s over the run's logged intervals: robust to the first (warm-up) interval."""
+    from hpdm_core.training import read_metrics
+
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return None
-    speeds = [json.loads(line)["videos_per_s"] for line in path.read_text().splitlines() if line.strip()]
-    speeds = [s for s in speeds if s and math.isfinite(s)]
+    speeds = [m.get("videos_per_s") for m in read_metrics(path)]
+    speeds = [s for s in speeds if isinstance(s, (int, float)) and s and math.isfinite(s)]
     return statistics.median(speeds) if speeds else None
 
 
@@ -304,6 +309,24 @@ class SuiteOptions:
     device: str = "auto"
     i3d: str | Path | None = None
 
+    def validate(self) -> "SuiteOptions":
+        """Every option checked before anything is trained or sampled."""
+        from hpdm_core.pyramid import parse_overlap
+
+        if self.num < 2:
+            raise BadInputError("--num must be at least 2: a Fréchet distance needs two or more videos")
+        if self.batch_size < 1 or self.seed < 0 or (self.sample_steps is not None and self.sample_steps < 1):
+            raise BadInputError(f"need --batch-size >= 1, --seed >= 0 and --sample-steps >= 1 (got {self.batch_size}, "
+                                f"{self.seed}, {self.sample_steps})")
+        if self.overlap is not None:
+            parse_overlap(self.overlap)
+        if self.i3d is not None and not Path(self.i3d).exists():
+            from hpdm_core.metrics.detectors import missing_i3d
+
+            raise missing_i3d(self.i3d)
+        check_folder(self.out, "--out")
+        return self
+
     def request(self, **extra) -> dict:
         """What a stored result must match to be reused."""
         return {"num": self.num, "seed": self.seed, "sample_steps": self.sample_steps, "overlap": self.overlap,
@@ -326,8 +349,7 @@ def run_architecture_suite(base: Config, steps: int, options: SuiteOptions, vari
     """Train, sample and score each variant; returns the results dict (also OUT/results.json)."""
     if steps < 1:
         raise BadInputError("--steps must be at least 1")
-    if options.num < 2:
-        raise BadInputError("--num must be at least 2: a Fréchet distance needs two or more videos")
+    options.validate()
     names = variants or list(ARCHITECTURE_VARIANTS)
     device = str(resolve_device(options.device))
     base = copy.deepcopy(base)
@@ -366,8 +388,7 @@ def run_inference_suite(run_dir: Path, options: SuiteOptions, strategies: list[s
     """Sample one checkpoint with each overlap strategy; FD at the levels >= 1 and time per strategy."""
     from hpdm_core.checkpoint import load_run_config
 
-    if options.num < 2:
-        raise BadInputError("--num must be at least 2: a Fréchet distance needs two or more videos")
+    options.validate()
     cfg = load_run_config(run_dir)
     if data is not None:
         cfg.data.path = str(data)
@@ -410,8 +431,5 @@ def _finish(suite: str, cfg: Config, scorer: Scorer, options: SuiteOptions, leve
                "resolutions": {str(l): [p * 2 ** l for p in cfg.model.patch] for l in levels},
                "rows": rows, "notes": report.notes(scorer.proxy, options.num)}
     write_json(options.out / "results.json", results)
-    text = report.to_markdown(results)
-    tmp = options.out / "table.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, options.out / "table.md")
+    atomic_write_text(options.out / "table.md", report.to_markdown(results))
     return results

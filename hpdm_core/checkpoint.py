@@ -11,7 +11,6 @@ Everything loads with torch.load(weights_only=True): RNG states are tensors, the
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from hpdm_core import config as config_lib
 from hpdm_core.config import Config
 from hpdm_core.errors import BadInputError
+from hpdm_core.files import atomic_save
 
 FORMAT = "hpdm-checkpoint"
 VERSION = 1
@@ -53,10 +53,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep_last: int = 3) -> Path:
     """Write state to RUN/checkpoints/step_XXXXXXXX.pt via a temporary file; prune to the last N."""
     path = checkpoint_path(run_dir, int(state["step"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
-    os.replace(tmp, path)
+    atomic_save(path, lambda tmp: torch.save({"format": FORMAT, "version": VERSION, **state}, tmp))
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
             old.unlink(missing_ok=True)
@@ -67,15 +64,51 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise BadInputError(f"{path} is not a readable hpdm checkpoint: the file is empty")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated, foreign or pickled-object files
-        raise BadInputError(f"{path} is not a readable hpdm checkpoint: {err}") from None
+        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise BadInputError(f"{path} is not a readable hpdm checkpoint ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise BadInputError(f"{path} is not an hpdm checkpoint (no format={FORMAT!r} entry)")
     if int(state.get("version", 0)) > VERSION:
         raise BadInputError(f"{path} has checkpoint version {state['version']}; this hpdm reads up to {VERSION}")
     return state
+
+
+def non_finite(state: dict[str, Any]) -> int:
+    """How many float tensors of the weights (raw and EMA) hold a NaN or an infinity."""
+    tensors = [t for part in ("model", "ema") for t in (state.get(part) or {}).values()]
+    return sum(1 for t in tensors if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all())
+
+
+def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu"
+                ) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """(path, state, notes) of the newest checkpoint that loads and has finite weights; None without any.
+
+    A checkpoint cut short (e.g. by a full disk) or with non-finite weights is passed over, and `notes`
+    says so; BadInputError when no checkpoint is usable."""
+    notes = []
+    found = list_checkpoints(run_dir)
+    for path in reversed(found):
+        try:
+            state = load_checkpoint(path, map_location)
+        except BadInputError as err:
+            notes.append(f"skipped {err}")
+            continue
+        bad = non_finite(state)
+        if bad:
+            notes.append(f"skipped {path}: {bad} weight tensors are not finite")
+            continue
+        if notes:
+            notes.append(f"using {path}, the newest usable checkpoint")
+        return path, state, notes
+    if found:
+        raise BadInputError(f"no usable checkpoint in {checkpoint_dir(run_dir)}: " + "; ".join(notes) +
+                            ". Remove them to start the run again")
+    return None
 
 
 def resolve_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
@@ -109,10 +142,17 @@ def load_for_inference(run_dir: str | Path, checkpoint: str | Path | None = None
     """
     from hpdm_core.model import build_denoiser  # late: the model package is heavy and optional here
 
-    path = resolve_checkpoint(run_dir, checkpoint)
-    state = load_checkpoint(path)
+    notes: list[str] = []
+    if checkpoint is None:  # the run's newest usable checkpoint
+        found = load_latest(run_dir)
+        if found is None:
+            resolve_checkpoint(run_dir)  # raises: no checkpoint
+        path, state, notes = found
+    else:
+        path = Path(checkpoint)
+        state = load_checkpoint(path)
     try:
-        cfg = config_lib.from_dict(state["config"])
+        cfg = config_lib.from_dict(state["config"]).validate()
     except (KeyError, TypeError) as err:
         raise BadInputError(f"{path} has no usable config: {err}") from None
     run_config = Path(run_dir) / CONFIG_NAME
@@ -127,5 +167,5 @@ def load_for_inference(run_dir: str | Path, checkpoint: str | Path | None = None
         raise BadInputError(f"{path} does not match the network its config describes: {err}") from None
     denoiser.to(device).eval().requires_grad_(False)
     info = {"step": int(state["step"]), "samples_seen": int(state.get("samples_seen", 0)), "path": str(path),
-            "ema": bool(use_ema and state.get("ema"))}
+            "ema": bool(use_ema and state.get("ema")), "notes": notes}
     return cfg, denoiser, info

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import tomli_w
 
 from hpdm_core.errors import BadInputError
+from hpdm_core.files import atomic_write_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,6 +77,7 @@ class DataConfig:
     frame_stride: int = 1
     flip: bool = True
     num_workers: int = 2
+    fingerprint: str = ""  # content hash of the file (h5store.dataset_fingerprint), set by the run: a resume checks it
 
 
 @dataclass
@@ -192,6 +195,8 @@ def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
         sub = known[key].type
         nested = {"ModelConfig": ModelConfig, "DiffusionConfig": DiffusionConfig, "DataConfig": DataConfig,
                   "TrainConfig": TrainConfig, "SampleConfig": SampleConfig}.get(str(sub).split(".")[-1])
+        if nested and not isinstance(value, dict):
+            raise BadInputError(f"config section {where}{key} must be a table ([{key}]), got {value!r}")
         kwargs[key] = _from_dict(nested, value, f"{where}{key}.") if nested else value
     return cls(**kwargs)
 
@@ -207,16 +212,15 @@ def load(path: str | Path) -> Config:
             return from_dict(tomllib.load(f))
     except FileNotFoundError:
         raise BadInputError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise BadInputError(f"config file {path} is not valid TOML: {err}") from None
+    except OSError as err:  # a folder, no permission, ...
+        raise BadInputError(f"cannot read config file {path}: {err.strerror or err}") from None
 
 
 def save(cfg: Config, path: str | Path) -> None:
     """Write atomically: a temporary name, then rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(tomli_w.dumps(cfg.to_dict()).encode())
-    tmp.replace(path)
+    atomic_write_text(path, tomli_w.dumps(cfg.to_dict()))
 
 
 def _coerce(text: str, current: Any, key: str) -> Any:
@@ -251,20 +255,78 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
         if len(parts) != 2 or not hasattr(cfg, parts[0]) or not hasattr(getattr(cfg, parts[0]), parts[1]):
             raise BadInputError(f"unknown config key {key!r} (use section.key, e.g. train.lr=1e-3 or model.fusion=shallow)")
         section = getattr(cfg, parts[0])
-        setattr(section, parts[1], _coerce(text.strip(), getattr(section, parts[1]), key))
+        default = getattr(type(section)(), parts[1])  # the type to read, even if a file set a wrong one
+        setattr(section, parts[1], _coerce(text.strip(), default, key))
     return cfg
 
 
+def _check_types(section: Any, name: str) -> None:
+    """Each value has its default's type (ints accepted for floats), and every float is finite."""
+    default = type(section)()
+    for f in dataclasses.fields(section):
+        value, want, key = getattr(section, f.name), getattr(default, f.name), f"{name}.{f.name}"
+        if want is None:  # an optional setting: no type to hold it to
+            continue
+        if isinstance(want, list):
+            kind = type(want[0]) if want else int
+            if not isinstance(value, list) or not all(_is(v, kind) for v in value):
+                raise BadInputError(f"{key} must be a list of {kind.__name__}s, got {value!r}")
+            value = [float(v) for v in value] if kind is float else value
+        elif not _is(value, type(want)):
+            raise BadInputError(f"{key} must be a{'n' if type(want) is int else ''} {type(want).__name__}, "
+                                f"got {value!r}")
+        elif isinstance(want, float):
+            value = float(value)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise BadInputError(f"{key} must be a finite number, got {value!r}")
+        setattr(section, f.name, value)
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:  # TOML and --set may give 1 for 1.0
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _at_least(cfg: Config, minimum: float, *keys: str) -> None:
+    for key in keys:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value < minimum:
+            raise BadInputError(f"{key} must be at least {minimum}, got {value}")
+
+
+def _positive(cfg: Config, *keys: str) -> None:
+    for key in keys:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not value > 0:
+            raise BadInputError(f"{key} must be positive, got {value}")
+
+
 def validate(cfg: Config) -> None:
-    """Raise BadInputError naming the first setting that cannot work."""
+    """Raise BadInputError naming the first setting that cannot work: types, finite numbers, ranges.
+
+    The one place the library and the CLI check a config, before anything is built or written."""
+    for name in ("model", "diffusion", "data", "train", "sample"):
+        _check_types(getattr(cfg, name), name)
+    _at_least(cfg, 1, "model.num_levels", "model.channels", "model.interface_dim", "model.latent_dim",
+              "model.num_latents", "model.num_blocks", "model.latent_layers", "model.head_dim",
+              "model.fourier_features", "model.num_classes", "data.frame_stride", "train.batch_size",
+              "train.steps", "train.accumulation", "train.log_every", "train.checkpoint_every", "sample.steps")
+    _at_least(cfg, 0, "data.num_workers", "train.weight_decay", "train.warmup_steps", "train.grad_clip",
+              "train.seed", "train.probe_every", "train.keep_last", "sample.cfg", "sample.s_churn", "sample.s_tmin",
+              "sample.tile_batch")
+    _positive(cfg, "model.mlp_ratio", "diffusion.sigma_data", "diffusion.p_std", "diffusion.sigma_min", "diffusion.rho",
+              "train.lr", "sample.s_noise")
     m = cfg.model
     if len(m.patch) != 3 or len(m.token) != 3:
         raise BadInputError("model.patch and model.token need three sizes (frames, height, width)")
     for axis, p, t in zip("fhw", m.patch, m.token):
         if p <= 0 or t <= 0 or p % t:
             raise BadInputError(f"model.token {m.token} must divide model.patch {m.patch} (axis {axis})")
-    if m.num_levels < 1:
-        raise BadInputError("model.num_levels must be at least 1")
     lpb = m.levels_per_block
     if len(lpb) != m.num_blocks:
         raise BadInputError(f"model.levels_per_block has {len(lpb)} entries; it needs one per block "
@@ -286,11 +348,19 @@ def validate(cfg: Config) -> None:
         raise BadInputError("diffusion.level_input_scale must lie in (0, 1]")
     if not 0 <= d.label_dropout < 1:
         raise BadInputError("diffusion.label_dropout must lie in [0, 1)")
+    if d.sigma_max <= d.sigma_min:
+        raise BadInputError(f"diffusion.sigma_max {d.sigma_max} must exceed diffusion.sigma_min {d.sigma_min}")
     t = cfg.train
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        raise BadInputError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
+    if not 0 <= t.ema_decay <= 1:
+        raise BadInputError(f"train.ema_decay must lie in [0, 1], got {t.ema_decay}")
     if t.trust_ratio not in TRUST_RATIOS:
         raise BadInputError(f"train.trust_ratio {t.trust_ratio!r}: choose one of {', '.join(TRUST_RATIOS)}")
     if t.batch_size < 1 or t.accumulation < 1 or t.batch_size % t.accumulation:
         raise BadInputError("train.batch_size must be a positive multiple of train.accumulation")
+    if cfg.sample.s_tmax < cfg.sample.s_tmin:
+        raise BadInputError(f"sample.s_tmax {cfg.sample.s_tmax} must be at least sample.s_tmin {cfg.sample.s_tmin}")
     from hpdm_core.pyramid import parse_overlap  # late import: pyramid imports nothing from here
 
     parse_overlap(cfg.sample.overlap)

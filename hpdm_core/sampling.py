@@ -32,6 +32,7 @@ import torch
 
 from hpdm_core import diffusion
 from hpdm_core.errors import BadInputError
+from hpdm_core.files import atomic_write
 from hpdm_core.pyramid import PatchGeometry, parse_overlap
 from hpdm_core.tiling import add_tiles, coverage, crop_tiles, tile_chains
 
@@ -66,8 +67,11 @@ class SamplerOptions:
             raise BadInputError(f"steps must be at least 1, got {self.steps}")
         if self.tile_batch < 0:
             raise BadInputError(f"tile batch must be 0 (automatic) or positive, got {self.tile_batch}")
-        if self.guidance < 0:
-            raise BadInputError(f"guidance weight must be >= 0, got {self.guidance}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise BadInputError(f"guidance weight (--cfg) must be a finite number >= 0, got {self.guidance}")
+        for name in ("s_churn", "s_tmin", "s_tmax", "s_noise"):
+            if not math.isfinite(getattr(self, name)):
+                raise BadInputError(f"{name} must be finite, got {getattr(self, name)}")
         return self
 
 
@@ -341,6 +345,8 @@ def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SamplerOpti
     options = (options or SamplerOptions()).validate()
     if batch_size < 1:
         raise BadInputError(f"batch size must be at least 1, got {batch_size}")
+    if seed < 0:
+        raise BadInputError(f"seed must be >= 0, got {seed}")
     if device is None:
         device = next((p.device for p in denoiser.parameters()), torch.device("cpu")) \
             if hasattr(denoiser, "parameters") else torch.device("cpu")
@@ -393,10 +399,23 @@ def _with_suffix(out: Path, tag: str) -> Path:
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:  # a file object, so numpy does not append its own suffix
+    with atomic_write(path) as tmp, tmp.open("wb") as f:  # a file object: numpy appends no suffix
         np.savez_compressed(f, **arrays)
-    tmp.replace(path)
+
+
+def output_files(out: str | Path, fmt: str, num: int, num_levels: int = 1, save_levels: bool = False) -> list[Path]:
+    """Every file save_samples writes for these arguments, the main one first (to check them beforehand)."""
+    if fmt not in FORMATS:
+        raise BadInputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.suffix.lower() != f".{fmt}":
+        out = out.with_name(out.name + f".{fmt}")
+    files = [out]
+    if fmt in ("mp4", "gif") and num <= PER_SAMPLE_FILES_UP_TO:
+        files += [_with_suffix(out, f"{i:03d}") for i in range(num)]
+    if save_levels and fmt != "npz":
+        files += [_with_suffix(out, f"level{level}") for level in range(num_levels - 1)]
+    return files
 
 
 def _write_h5(path: Path, videos: np.ndarray, labels: list[int], class_names: list[str], fps: float,
@@ -421,11 +440,7 @@ def save_samples(result: SampleResult, out: str | Path, fmt: str, fps: float = 8
     """
     from hpdm_core.data.video_io import to_uint8, write_video, write_video_grid
 
-    if fmt not in FORMATS:
-        raise BadInputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out = Path(out)
-    if out.suffix.lower() != f".{fmt}":
-        out = out.with_name(out.name + f".{fmt}")
+    out = output_files(out, fmt, len(result.videos))[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     labels = result.labels.tolist()
     videos = to_uint8(result.videos)

@@ -21,6 +21,7 @@ RIN block; checkpoints hold gathered full tensors (hpdm_core.distributed), writt
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import sys
@@ -36,9 +37,10 @@ from torch.utils.data import DataLoader, Dataset
 from hpdm_core import checkpoint as ckpt
 from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
+from hpdm_core import files
 from hpdm_core.config import Config
 from hpdm_core.diffusion import Denoiser, hierarchy_loss
-from hpdm_core.data.h5store import VideoStore
+from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
 from hpdm_core.errors import BadInputError, TrainingDivergedError
 from hpdm_core.learning import ProbeBatch, UpdateSizes, label_gap, make_probe_batch
 from hpdm_core.optim import EMA, Lamb, WarmupCosine, decay_groups
@@ -49,7 +51,7 @@ PROBE_ROWS = 32  # real chains in the fixed label-gap batch
 
 # Settings that change nothing about the optimisation: a resumed run may change them freely.
 RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
-                "data.path", "data.num_workers"}
+                "data.path", "data.num_workers", "data.fingerprint"}
 
 
 # ----------------------------------------------------------------------------- run folder and config
@@ -67,7 +69,16 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_conflicts(saved: Config, requested: Config) -> list[str]:
     """Keys (section.key) on which two configs disagree in a way that changes the training run."""
     a, b = _flatten(saved.to_dict()), _flatten(requested.to_dict())
-    return [k for k in a if a[k] != b.get(k) and k not in RUNTIME_KEYS and not k.startswith("sample.")]
+    return [k for k in a if not _same(a[k], b.get(k)) and k not in RUNTIME_KEYS and not k.startswith("sample.")]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with NaN equal to NaN (a run saved with a NaN setting is not in conflict with itself)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +124,11 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
     `requested` config that differs from it on anything but runtime settings is refused. `steps`
     (the run's total) and `data` may change on resume.
     """
-    run_dir = Path(run_dir)
+    run_dir = files.check_folder(run_dir)
+    if steps is not None and steps < 1:
+        raise BadInputError("--steps must be at least 1 (it is the run's total step count)")
+    if run_dir.exists():  # before reading it: another process may be writing it
+        files.lock_run_dir(run_dir)
     config_path = run_dir / ckpt.CONFIG_NAME
     # A folder without a checkpoint has trained nothing yet: a new request simply replaces its config.
     resumed = config_path.is_file() and (requested is None or ckpt.latest_checkpoint(run_dir) is not None)
@@ -129,26 +144,30 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
     else:
         if requested is None:
             raise BadInputError(f"{run_dir} holds no run yet: start one with --preset NAME or --config FILE")
-        cfg = requested
+        cfg = copy.deepcopy(requested)
+        cfg.data.fingerprint = ""
     if data is not None:
         cfg.data.path = str(data)
     if steps is not None:
-        if steps < 1:
-            raise BadInputError("--steps must be at least 1 (it is the run's total step count)")
         cfg.train.steps = int(steps)
     if not cfg.data.path:
         raise BadInputError("no dataset: pass --data FILE.h5 (make one with `hpdm prepare`)")
     cfg.validate()
-    check_data(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = check_data(cfg)
+    if cfg.data.fingerprint and fingerprint != cfg.data.fingerprint:
+        raise BadInputError(f"{cfg.data.path} is not the data {run_dir} was trained on (its videos, labels or names "
+                            "differ); pass the original file with --data (it may be moved or renamed), or start a "
+                            "new --run-dir")
+    cfg.data.fingerprint = fingerprint
+    files.lock_run_dir(run_dir)  # creates the folder; only now, when everything checked out
     config_lib.save(cfg, config_path)
     return cfg, resumed
 
 
 # ----------------------------------------------------------------------------- data
 
-def check_data(cfg: Config) -> None:
-    """Raise BadInputError (MissingResourceError for no file) unless the data file can feed this config."""
+def check_data(cfg: Config) -> str:
+    """The data file's fingerprint; BadInputError (MissingResourceError for no file) unless it can feed this config."""
     store = VideoStore(cfg.data.path)  # raises for a missing, foreign or incomplete file
     frames, height, width = cfg.model.target
     stride = cfg.data.frame_stride
@@ -170,7 +189,9 @@ def check_data(cfg: Config) -> None:
     if len(labels) and int(labels.max()) >= cfg.model.num_classes:
         raise BadInputError(f"{cfg.data.path} has labels up to {int(labels.max())} but model.num_classes is "
                             f"{cfg.model.num_classes}; use --set model.num_classes={int(labels.max()) + 1}")
+    fingerprint = dataset_fingerprint(store)
     store.close()
+    return fingerprint
 
 
 def open_clips(cfg: Config):
@@ -240,6 +261,19 @@ def _tensorboard_writer(log_dir: Path):
     return SummaryWriter(str(log_dir))
 
 
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The entries of a metrics.jsonl; a line cut short (a kill during the write) is skipped."""
+    entries = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
 class MetricsLog:
     """RUN/metrics.jsonl (+ TensorBoard events). On resume, entries past the resumed step are dropped:
     those steps will be trained again."""
@@ -247,11 +281,8 @@ class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = True):
         self.path = run_dir / "metrics.jsonl"
         if self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            tmp.replace(self.path)
+            kept = [json.dumps(m) for m in read_metrics(self.path) if m.get("step", 0) <= resume_step]
+            files.atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self.tb = _tensorboard_writer(run_dir / "tensorboard") if tensorboard else None
 
     def write(self, metrics: dict[str, Any]) -> None:
@@ -307,6 +338,7 @@ class Trainer:
         self.schedule = WarmupCosine(self.optimizer, t.lr, t.warmup_steps, t.steps)
         self.step, self.samples_seen = 0, 0
         self.last_checkpoint: Path | None = None
+        self.resume_notes: list[str] = []
         self.clips = None  # opened lazily: building a Trainer for a checkpoint needs no data file
         self._probe: ProbeBatch | None | bool = False  # False: not drawn yet; None: the data has no labels
 
@@ -363,8 +395,24 @@ class Trainer:
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
 
+    def weights_finite(self) -> bool:
+        """Every raw and EMA weight is finite (each rank checks its shards; all ranks get one answer)."""
+        tensors = [*self.raw_model.parameters(), *self.ema.model.parameters()]
+        ok = all(bool(torch.isfinite(t.to_local() if hasattr(t, "to_local") else t).all()) for t in tensors)
+        if self.world_size > 1:
+            ok = bool(dist_lib.all_reduce_sum(torch.tensor([0.0 if ok else 1.0])).item() == 0)
+        return ok
+
     def save(self) -> Path:
-        """Rank 0 writes the checkpoint (FSDP: every rank helps gather it); the others wait for the file."""
+        """Rank 0 writes the checkpoint (FSDP: every rank helps gather it); the others wait for the file.
+
+        Only finite weights are saved, so the newest checkpoint is always one worth resuming from."""
+        if not self.weights_finite():
+            kept = f"the last good checkpoint {self.last_checkpoint} is kept" if self.last_checkpoint else \
+                "no checkpoint had been written yet"
+            raise TrainingDivergedError(f"training diverged: the weights are not finite after step {self.step}; "
+                                        f"stopped without saving, {kept}. Lower train.lr, raise train.warmup_steps "
+                                        "or check the data")
         state = self.state_dict() if self.fsdp or self.rank == 0 else None
         if self.rank == 0:
             self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, state, self.cfg.train.keep_last)
@@ -372,10 +420,11 @@ class Trainer:
         return self.last_checkpoint
 
     def resume(self) -> int:
-        """Load the run folder's latest checkpoint, if any; returns the step training continues from."""
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is not None:
-            state = ckpt.load_checkpoint(path, map_location=self.device)
+        """Load the run folder's newest usable checkpoint, if any (`resume_notes` says which were passed
+        over); returns the step training continues from."""
+        found = ckpt.load_latest(self.run_dir, map_location=self.device)
+        if found is not None:
+            path, state, self.resume_notes = found
             if config_conflicts(config_lib.from_dict(state["config"]), self.cfg):
                 raise BadInputError(f"{path} was written with a different config than {self.run_dir}/config.toml; "
                                     "restore that config.toml or start a new --run-dir")

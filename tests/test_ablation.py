@@ -97,3 +97,22 @@ def test_consistency_average_over_chunks_weights_by_size():
     mean = ablation._mean_report([(2, a), (1, b)])
     assert mean["coarse_mae"] == [2.0] and mean["seam"] == {"f": None, "all": 3.0}
     assert np.isclose(mean["seam"]["all"], 3.0)
+
+
+def test_real_level_batches_leave_the_global_rng_alone(tmp_path):
+    from hpdm_core.data.synthetic import make_synthetic
+
+    path = make_synthetic(tmp_path / "d.h5", num_videos=3, frames=12, resolution=16, classes=2, seed=0)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    batches = list(ablation.real_level_batches(micro_config(path), num=4, seed=1))
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream goes on as if nothing happened
+    torch.manual_seed(999)  # ... and the clips do not depend on it
+    again = list(ablation.real_level_batches(micro_config(path), num=4, seed=1))
+    assert torch.equal(batches[0][1], again[0][1])
+
+
+def test_cut_off_metrics_line_does_not_break_training_speed(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "videos_per_s": 4.0}\n{"step": 2, "videos_')
+    assert ablation.training_speed(tmp_path) == 4.0

@@ -1,6 +1,7 @@
 """`hpdm ablate` end to end on a micro model: tables with every variant and level, resume, Table 3."""
 
 import json
+import time
 import sys
 
 import pytest
@@ -97,15 +98,18 @@ def test_inference_suite_lists_all_overlap_strategies(suite, monkeypatch):
     root, _, _ = suite
     app_module._register()
     out = root / "inference"
+    started = time.perf_counter()
     result = CliRunner().invoke(app_module.app, ["ablate", "--suite", "inference", "--run", str(root / "out" / "default"),
                                                  "--out", str(out), "--num", "2", "--sample-steps", "2",
                                                  "--device", "cpu", "--json"])
+    elapsed = time.perf_counter() - started
     assert result.exit_code == 0, (result.output, result.exception)
     results = json.loads(result.stdout)
     assert [r["overlap"] for r in results["rows"]] == ["none", "w", "h", "hw", "f", "fw", "fh", "fhw"]
+    assert sum(r["sample_seconds"] for r in results["rows"]) < elapsed  # seconds of this run, not another unit
     assert results["levels"] == [1]  # level 0 is one tile: overlap cannot change it
     for row in results["rows"]:
-        assert set(row["fd"]) == {"1"} and row["sample_seconds"] > 0
+        assert set(row["fd"]) == {"1"} and row["sample_seconds"] > 0 and row["tile_evaluations"] > 0
     evals = {r["overlap"]: r["tile_evaluations"] for r in results["rows"]}
     assert evals["none"] < evals["w"] < evals["hw"] < evals["fhw"]  # overlap costs more tiles
     table = (out / "table.md").read_text()
@@ -125,3 +129,21 @@ def test_bad_input_exits_2(tmp_path, capsys, monkeypatch):
         assert exit_.value.code == 2
         err = " ".join(capsys.readouterr().err.split())
         assert "error:" in err and "Traceback" not in err
+
+
+def test_bad_overlap_exits_2_before_training(tmp_path, capsys, monkeypatch):
+    """`--overlap xyz` used to fail after every variant had trained (7 minutes on the tiny preset)."""
+    from hpdm_core import ablation
+
+    monkeypatch.setattr(common.stderr, "width", 400)
+    monkeypatch.setattr(ablation, "train_variant", lambda *a, **k: pytest.fail("trained before checking --overlap"))
+    data = tmp_path / "d.h5"
+    make_synthetic(data, num_videos=2, frames=8, resolution=16, classes=2, seed=0)
+    for extra, message in ((["--overlap", "xyz"], "overlap"), (["--batch-size", "0"], "--batch-size >= 1"),
+                           (["--sample-steps", "0"], "--sample-steps >= 1")):
+        monkeypatch.setattr(sys, "argv", ["hpdm", "ablate", "--out", str(tmp_path / "out"), "--data", str(data),
+                                          "--steps", "1", "--preset", "tiny", *extra])
+        with pytest.raises(SystemExit) as exit_:
+            app_module.main()
+        err = " ".join(capsys.readouterr().err.split())
+        assert exit_.value.code == 2 and message in err and "Traceback" not in err, err

@@ -87,3 +87,55 @@ def test_choices_are_checked_by_the_parser(tmp_path, monkeypatch, capsys, flag):
     code, _, _ = hpdm(monkeypatch, capsys, "prepare", "ucf101", str(tmp_path), "--out", str(tmp_path / "x.h5"),
                       flag, "bogus")
     assert code == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["synthetic", "--fps", "inf"], "--fps must be a positive number"),
+    (["synthetic", "--fps", "nan"], "--fps must be a positive number"),
+    (["ucf101", "SRC", "--fps", "inf", "--max-frames", "2"], "--fps must be a positive number"),
+    (["ucf101", "SRC", "--fps", "nan"], "--fps must be a positive number"),
+    (["ucf101", "SRC", "--resolution", "100000"], "--resolution must be between 8 and 4096"),
+])
+def test_out_of_range_numbers_exit_2(args, message, tmp_path, monkeypatch, capsys):
+    src = build_mini_ucf101(tmp_path / "ucf") if "SRC" in args else None
+    args = [str(src) if a == "SRC" else a for a in args]
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", *args, "--out", str(tmp_path / "x.h5"))
+    assert code == 2 and message in stderr and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_existing_out_needs_overwrite(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "s.h5"
+    args = ["prepare", "synthetic", "--out", str(out), "--num-videos", "2", "--frames", "2", "--resolution", "8"]
+    assert hpdm(monkeypatch, capsys, *args)[0] == 0
+    code, _, stderr = hpdm(monkeypatch, capsys, *args, "--seed", "1")
+    assert code == 2 and "--overwrite" in stderr
+    assert hpdm(monkeypatch, capsys, *args, "--seed", "1", "--overwrite")[0] == 0
+    # An unrelated .h5 given as prepare ucf101's --out is left alone.
+    src = build_mini_ucf101(tmp_path / "ucf")
+    before = out.read_bytes()
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "ucf101", str(src), "--out", str(out), "--resolution", "16",
+                           "--workers", "1", "--split", "test")
+    assert code == 2 and "--overwrite" in stderr and out.read_bytes() == before
+    folder = tmp_path / "folder.h5"
+    folder.mkdir()
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(folder))
+    assert code == 2 and "is a folder" in stderr
+
+
+def test_version(monkeypatch, capsys):
+    from hpdm_core import __version__
+
+    code, stdout, _ = hpdm(monkeypatch, capsys, "--version")
+    assert code == 0 and stdout.strip() == f"hpdm {__version__}"
+
+
+def test_os_error_is_a_message_with_exit_1(tmp_path, monkeypatch, capsys):
+    import hpdm_cli.prepare
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "s.h5.tmp"))
+
+    monkeypatch.setattr(hpdm_cli.prepare, "make_synthetic", full_disk)
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(tmp_path / "s.h5"))
+    assert code == 1 and "No space left on device" in stderr and "Traceback" not in stderr

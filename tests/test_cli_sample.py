@@ -127,3 +127,66 @@ def test_checkpoint_from_another_config_exits_2(run_dir, tmp_path, capsys):
     code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--checkpoint", foreign, "--out", tmp_path / "x.npz")
     assert code == 2 and "config" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if the command gets as far as loading the model."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(checkpoint_lib, "load_for_inference", refuse)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fps", "0"], "--fps must be a positive number"),
+    (["--fps", "nan"], "--fps must be a positive number"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--seed", "-1"], "--seed must be at least 0"),
+    (["--cfg", "nan"], "--cfg must be a finite number"),
+    (["--num", "0"], "--num must be at least 1"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--overlap", "xyz"], "overlap"),
+])
+def test_bad_arguments_exit_2_before_the_model_loads(run_dir, tmp_path, capsys, no_model, args, message):
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--out", tmp_path / "x.npz", *args)
+    stderr = " ".join(stderr.split())
+    assert code == 2 and message in stderr and "Traceback" not in stderr, stderr
+
+
+def test_out_that_is_a_folder_exits_2_before_sampling(run_dir, tmp_path, capsys, no_model):
+    folder = tmp_path / "videos.npz"
+    folder.mkdir()
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--out", folder)
+    assert code == 2 and "is a folder" in " ".join(stderr.split())
+
+
+def test_existing_outputs_need_overwrite(run_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "s.npz"
+    out.write_bytes(b"someone's file")
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", out, "--device", "cpu")
+    assert code == 2 and "--overwrite" in stderr and out.read_bytes() == b"someone's file"
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", out, "--device", "cpu",
+                           "--overwrite")
+    assert code == 0, stderr
+    with np.load(out) as arrays:
+        assert arrays["videos"].shape[0] == 1
+    # A level file in the way is found before any tile is sampled.
+    level = tmp_path / "g_level0.h5"
+    level.write_bytes(b"x")
+    import hpdm_core.sampling
+
+    monkeypatch.setattr(hpdm_core.sampling, "generate", lambda *a, **k: pytest.fail("sampled before the check"))
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "g.h5",
+                           "--save-levels", "--device", "cpu")
+    assert code == 2 and "g_level0.h5 exists" in " ".join(stderr.split())
+
+
+def test_plain_progress_lines_without_a_terminal(run_dir, tmp_path, capsys):
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 2, "--out", tmp_path / "p.npz",
+                           "--device", "cpu")
+    assert code == 0, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("tiles ")]
+    assert lines and lines[-1].startswith("tiles ") and " 100% " in lines[-1] and "eta" in lines[-1]
+    total = lines[-1].split()[1]
+    assert total.split("/")[0] == total.split("/")[1]  # done/total, whole: not cut at 80 columns

@@ -86,13 +86,13 @@ def test_train_writes_run_folder_and_resumes_to_new_total(data, tmp_path, capsys
     assert code == 2 and "train.lr" in err and "different config" in err
 
 
-def test_infinite_lr_diverges_with_exit_1(data, tmp_path, capsys, monkeypatch):
+def test_infinite_lr_is_refused_before_training(data, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    code, _, err = hpdm(capsys, monkeypatch, "train", "--data", data, "--preset", "tiny", "--run-dir", run,
-                        "--steps", 4, "--batch-size", 2, *sets("train.lr=inf", "train.checkpoint_every=5"))
-    assert code == 1
-    assert "diverged at step 2" in err and "no checkpoint had been written yet" in err
-    assert latest_checkpoint(run) is None
+    for lr in ("inf", "nan"):
+        code, _, err = hpdm(capsys, monkeypatch, "train", "--data", data, "--preset", "tiny", "--run-dir", run,
+                            "--steps", 4, "--batch-size", 2, *sets(f"train.lr={lr}"))
+        assert code == 2 and "train.lr must be a finite number" in err
+        assert not run.exists()  # nothing written for a refused run
 
 
 def bad_data_file(tmp_path):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import av
@@ -217,3 +218,59 @@ def test_bad_sources_are_clear_errors(mini_ucf, tmp_path):
     (broken / "ucfTrainTestlist" / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Basketball\n")
     with pytest.raises(BadInputError, match="YoYo"):
         list_videos(broken, "train", 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie holds no file any more
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_sigkill_with_workers_takes_the_workers_along_and_a_rerun_recovers(mini_ucf, prepared, tmp_path):
+    out, pids = tmp_path / "workers.h5", tmp_path / "pids.txt"
+    code = textwrap.dedent(f"""
+        import multiprocessing, os, signal
+        from hpdm_core.data.ucf101 import prepare_ucf101
+        def progress(phase, done, total):
+            if phase == "decode" and done >= 2:
+                open({str(pids)!r}, "w").write(" ".join(str(p.pid) for p in multiprocessing.active_children()))
+                os.kill(os.getpid(), signal.SIGKILL)
+        prepare_ucf101({str(mini_ucf)!r}, {str(out)!r}, resolution=32, workers=2, progress=progress)
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{Path(__file__).resolve().parents[1]}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # No pipes: orphaned workers would hold them open and keep run() waiting.
+    killed = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert killed.returncode == -signal.SIGKILL
+    workers = [int(p) for p in pids.read_text().split()]
+    assert workers
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not any(_alive(p) for p in workers)  # the workers died with their parent
+    finally:
+        for pid in filter(_alive, workers):
+            os.kill(pid, signal.SIGKILL)
+    report = prepare_ucf101(mini_ucf, out, resolution=32, workers=2)
+    assert report.videos == prepared[1].videos
+    _same_content(out, prepared[0])
+
+
+def test_rerun_recovers_from_a_stale_lock_on_the_tmp_file(mini_ucf, prepared, tmp_path):
+    out = tmp_path / "locked.h5"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import h5py, time
+        f = h5py.File({str(out) + ".tmp"!r}, "w")  # what an orphaned worker held: HDF5's lock on OUT.tmp
+        print("locked", flush=True)
+        time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        prepare_ucf101(mini_ucf, out, resolution=32, workers=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    _same_content(out, prepared[0])

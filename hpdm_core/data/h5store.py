@@ -16,6 +16,7 @@ DataLoader workers (fork and spawn) and each worker gets its own handle.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -92,6 +93,10 @@ class VideoStore:
             )
         if not bool(f.attrs.get("completed", False)):
             raise BadInputError(f"{self.path} is incomplete (its writer did not finish); prepare it again")
+        frames = f["frames"]
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise BadInputError(f"{self.path}: frames must be uint8 [frames, H, W, 3] (RGB), got {frames.dtype} "
+                                f"{list(frames.shape)}; make the file with `hpdm prepare`")
         offsets = f["offsets"]
         if offsets.shape[0] != f["labels"].shape[0] + 1 or int(offsets[-1]) != f["frames"].shape[0]:
             raise BadInputError(f"{self.path}: offsets do not match frames/labels; the file is damaged")
@@ -182,6 +187,18 @@ class VideoStore:
         }
 
 
+def dataset_fingerprint(store: VideoStore) -> str:
+    """A hash of the file's structure (video lengths, labels, groups, names, classes, frame shape).
+
+    Cheap even for UCF-101 (no frame is read); it tells whether a moved or renamed file holds the
+    same data (a resumed run, a classifier's held-out indices)."""
+    digest = hashlib.sha256()
+    for array in (store.offsets, store.labels, store.groups):
+        digest.update(np.ascontiguousarray(array, np.int64).tobytes())
+    digest.update(json.dumps([store.names, store.class_names, list(store.file["frames"].shape[1:])]).encode())
+    return digest.hexdigest()[:32]
+
+
 class VideoStoreWriter:
     """Append videos to `path` + ".tmp"; `finish()` marks the file complete and renames it.
 
@@ -194,6 +211,9 @@ class VideoStoreWriter:
         self.path = Path(path)
         self.tmp_path = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A new inode rather than truncating: a killed run's process may still hold HDF5's lock on the old
+        # one (a lock is per file, so it does not follow the name), and everything in it is rewritten anyway.
+        self.tmp_path.unlink(missing_ok=True)
         self._file = h5py.File(self.tmp_path, "w")
         self._frames = self._file.create_dataset(
             "frames", shape=(0, height, width, 3), maxshape=(None, height, width, 3), dtype=np.uint8,

@@ -115,13 +115,13 @@ def make_synthetic(out: str | os.PathLike, num_videos: int = 256, frames: int = 
     """Write the synthetic set to `out` (the dataset layout of h5store.py, source="synthetic")."""
     if num_videos < 1 or frames < 1:
         raise BadInputError(f"--num-videos and --frames must be at least 1, got {num_videos} and {frames}")
-    if resolution < 8:
-        raise BadInputError(f"--resolution must be at least 8 pixels, got {resolution}")
+    if not 8 <= resolution <= 4096:
+        raise BadInputError(f"--resolution must be between 8 and 4096 pixels, got {resolution}")
     if not 1 <= classes <= MAX_CLASSES:
         raise BadInputError(f"--classes must be between 1 and {MAX_CLASSES} (distinct shape/colour pairs), "
                             f"got {classes}")
-    if fps <= 0:
-        raise BadInputError(f"--fps must be positive, got {fps}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise BadInputError(f"--fps must be a positive number, got {fps}")
     writer = VideoStoreWriter(out, resolution, resolution, compression)
     try:
         for i in range(num_videos):

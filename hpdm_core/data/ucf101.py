@@ -17,10 +17,13 @@ A run killed at any point and started again decodes only the videos without a pa
 
 from __future__ import annotations
 
+import ctypes
 import json
+import math
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 from collections import Counter
@@ -36,9 +39,14 @@ import h5py
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter, compression_args, frame_chunks
 from hpdm_core.data.video_io import VideoReadError, decode_video
 from hpdm_core.errors import BadInputError, HPDMError
+from hpdm_core.files import atomic_write_text, check_output
 
 SPLITS = ("train", "test", "all")
 STAGING_FORMAT = 1
+# swscale refuses frames with a side of 16384 or more (a 4:3 video's longer side gets there from ~12288);
+# 4096 is far above any use and keeps one frame under 70 MB.
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _GROUP = re.compile(r"_g(\d+)_c(\d+)$")
 
 Progress = Callable[[str, int, int], None]  # (phase "decode" | "pack", done, total)
@@ -144,12 +152,6 @@ def staging_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def stage_video(entry: VideoEntry, parts: Path, resolution: int, fps: float | None,
                 max_frames: int | None, compress: bool = False) -> tuple[str, int, float, str]:
     """Decode one video into parts/NAME.h5 (or NAME.failed.json); returns (name, frames, fps, error).
@@ -159,7 +161,7 @@ def stage_video(entry: VideoEntry, parts: Path, resolution: int, fps: float | No
     try:
         video = decode_video(entry.path, resolution, fps, max_frames)
     except VideoReadError as err:
-        _atomic_write_text(parts / f"{entry.name}.failed.json", json.dumps({"reason": str(err)}))
+        atomic_write_text(parts / f"{entry.name}.failed.json", json.dumps({"reason": str(err)}))
         return entry.name, 0, 0.0, str(err)
     frames = video.frames
     tmp = parts / f"{entry.name}.h5.tmp-{os.getpid()}"
@@ -180,6 +182,17 @@ def _stage_job(job: tuple) -> tuple[str, int, float, str]:
     return stage_video(*job)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when the parent dies, even by SIGKILL (Linux).
+    Otherwise orphaned workers wait forever for jobs, holding the parent's files open."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the getppid check below still covers a dead parent
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _prepare_staging(parts: Path, args: dict, restart: bool) -> None:
     # Parts do not depend on the output's compression: a resume may change it.
     args = {k: v for k, v in args.items() if k != "compression"}
@@ -194,9 +207,9 @@ def _prepare_staging(parts: Path, args: dict, restart: bool) -> None:
                 f"{parts} holds an interrupted run with other arguments ({changed}); run again with the same "
                 "arguments to resume it, or pass --restart to discard it")
     parts.mkdir(parents=True, exist_ok=True)
-    for leftover in parts.glob("*.tmp-*"):  # half-written parts of a killed run
+    for leftover in [*parts.glob("*.tmp-*"), *parts.glob("*.tmp")]:  # half-written files of a killed run
         leftover.unlink(missing_ok=True)
-    _atomic_write_text(args_path, json.dumps(args, indent=1))
+    atomic_write_text(args_path, json.dumps(args, indent=1))
 
 
 def _staged_result(parts: Path, name: str) -> tuple[str, int, float, str] | None:
@@ -216,14 +229,18 @@ def _staged_result(parts: Path, name: str) -> tuple[str, int, float, str] | None
 def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = "all", fold: int = 1,
                    resolution: int = 256, fps: float | None = None, max_frames: int | None = None,
                    workers: int = 1, compression: str = "none", restart: bool = False,
-                   progress: Progress | None = None) -> PrepareReport:
-    """Decode a UCF-101 split into `out` (see the module docstring for the crash-safety scheme)."""
+                   progress: Progress | None = None, overwrite: bool = False) -> PrepareReport:
+    """Decode a UCF-101 split into `out` (see the module docstring for the crash-safety scheme).
+
+    An `out` that already holds this split with these arguments is left as it is (up_to_date); any
+    other existing file is replaced only with overwrite=True."""
     start_time = time.perf_counter()
-    out = Path(out)
-    if resolution < 8:
-        raise BadInputError(f"--resolution must be at least 8 pixels, got {resolution}")
-    if fps is not None and fps <= 0:
-        raise BadInputError(f"--fps must be positive, got {fps}")
+    out = check_output(out, overwrite=True)  # a folder or an unwritable place; an existing file is decided below
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise BadInputError(f"--resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION} pixels, "
+                            f"got {resolution}")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):  # inf would repeat frame 0 forever
+        raise BadInputError(f"--fps must be a positive number, got {fps}")
     if max_frames is not None and max_frames < 1:
         raise BadInputError(f"--max-frames must be at least 1, got {max_frames}")
     if workers < 1:
@@ -247,6 +264,9 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
         report.seconds = time.perf_counter() - start_time
         return report
 
+    if out.exists() and not overwrite:
+        raise BadInputError(f"{out} exists and was not made by this command with these arguments; pass --overwrite "
+                            "to replace it")
     _prepare_staging(parts, args, restart)
     results: dict[str, tuple[str, int, float, str]] = {}
     pending = []
@@ -315,7 +335,8 @@ def _run_jobs(jobs: list[tuple], workers: int):
     # held by one would stay locked in the child); otherwise spawn, which re-imports the main module.
     single_threaded = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if single_threaded else "spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
+                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_stage_job, job) for job in jobs]
         try:
             for future in as_completed(futures):

@@ -11,8 +11,6 @@ checkpoints or with published tables.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
@@ -24,8 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hpdm_core.data.h5store import VideoStore
+from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
 from hpdm_core.errors import BadInputError, MissingResourceError
+from hpdm_core.files import atomic_save
 from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
 from hpdm_core.seeding import derive_seed
 
@@ -131,17 +130,6 @@ class VideoClassifier(nn.Module):
 
 # ---- the dataset file: labels, split, clips ------------------------------------------------------
 
-def dataset_fingerprint(store: VideoStore) -> str:
-    """A hash of the file's structure (video lengths, labels, groups, names, classes, frame shape).
-
-    Cheap even for UCF-101; it tells whether held-out indices recorded for one file fit another."""
-    digest = hashlib.sha256()
-    for array in (store.offsets, store.labels, store.groups):
-        digest.update(np.ascontiguousarray(array, np.int64).tobytes())
-    digest.update(json.dumps([store.names, store.class_names, list(store.file["frames"].shape[1:])]).encode())
-    return digest.hexdigest()[:32]
-
-
 def heldout_split(labels: np.ndarray, groups: np.ndarray | None, holdout: float, seed: int = 0) -> np.ndarray:
     """Sorted indices of the held-out videos: about `holdout` of each class, drawn by `seed`.
 
@@ -242,7 +230,7 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *, frames:
     and train accuracy (on the first `frames` frames of each video), steps, seconds, parameters,
     held-out videos.
     """
-    if frames < 1 or steps < 1 or batch_size < 1 or width < 1 or lr <= 0:
+    if frames < 1 or steps < 1 or batch_size < 1 or width < 1 or not (math.isfinite(lr) and lr > 0):
         raise BadInputError(f"--frames, --steps, --batch-size and width must be at least 1 and lr positive "
                             f"(got {frames}, {steps}, {batch_size}, {width}, {lr})")
     started = time.perf_counter()
@@ -300,7 +288,7 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *, frames:
         "train": {"steps": steps, "batch_size": batch_size, "holdout": holdout, "seed": seed, "lr": lr,
                   "flip": flip, "train_videos": len(train)},
     }
-    _save_atomic(checkpoint, Path(out))
+    atomic_save(out, lambda tmp: torch.save(checkpoint, tmp))
     store.close()
     return {
         "out": str(out), "heldout_accuracy": heldout_accuracy, "train_accuracy": train_accuracy, "steps": steps,
@@ -309,13 +297,6 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *, frames:
         "train_videos": len(train), "classes": num_classes, "frames": frames, "resolution": resolution,
         "skipped_videos": int((~eligible).sum()), "device": str(device),
     }
-
-
-def _save_atomic(checkpoint: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, out)
 
 
 # ---- loading -----------------------------------------------------------------------------------
@@ -379,7 +360,10 @@ def _embed_all(classifier: VideoClassifier, videos: Iterable, batch_size: int,
             progress(sum(len(x) for x in probs))
 
     for video in videos:
-        batch.append(np.asarray(video))
+        video = np.asarray(video)
+        if batch and video.shape != batch[0].shape:  # a folder of mixed sizes: the classifier resizes each batch
+            flush()
+        batch.append(video)
         if len(batch) == batch_size:
             flush()
     if batch:
@@ -475,7 +459,8 @@ def classifier_evaluation(checkpoint: str | os.PathLike, fake: str | os.PathLike
     classifier = load_classifier(checkpoint, device)
     clips, count = fake_clips(fake, num if num is not None else 1 << 62, classifier.frames)
     labels = generated_labels(fake, count)
-    real_videos, real_labels = heldout_videos(classifier, _reference_file(classifier, real))
+    reference = _reference_file(classifier, real)
+    real_videos, real_labels = heldout_videos(classifier, reference)
     totals = {"generated": count, "real": len(real_labels)}
 
     def report(label: str, done: int) -> None:
@@ -487,6 +472,12 @@ def classifier_evaluation(checkpoint: str | os.PathLike, fake: str | os.PathLike
     if labels is None:
         notes.append(f"{Path(fake).name} records no requested classes (an .npz `labels` array or .h5 labels do): "
                      "classifier accuracy not computed")
+    fake_size = next(fake_clips(fake, 1, classifier.frames)[0]).shape[1:3]
+    real_size = VideoStore(reference if reference is not None else classifier.data_path).resolution
+    if tuple(fake_size) != tuple(real_size):
+        notes.append(f"generated videos are {fake_size[0]}x{fake_size[1]}, the real ones {real_size[0]}x{real_size[1]}: "
+                     f"the classifier sees both at {classifier.resolution}x{classifier.resolution}, so its numbers "
+                     "mix quality with the size difference; generate at the real videos' size")
     if scores["fd"] is None:
         notes.append(f"classifier FD needs at least 2 generated and 2 held-out real videos "
                      f"(have {scores['num_fake']} and {scores['num_real']})")

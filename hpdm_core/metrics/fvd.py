@@ -51,6 +51,7 @@ import hashlib
 import json
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -62,6 +63,7 @@ import torch.nn.functional as F
 from hpdm_core import distributed as dist_lib
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError, MissingResourceError
+from hpdm_core.files import atomic_write
 from hpdm_core.metrics.classifier import classifier_evaluation
 from hpdm_core.metrics.detectors import (load_c3d, load_i3d, missing_c3d, missing_i3d, random_i3d_detector,
                                          weights_hash)
@@ -179,12 +181,16 @@ def real_clips(store: VideoStore, num: int, frames: int, subsample: int = 1, see
 
 
 def _npz_videos(path: Path) -> np.ndarray:
-    with np.load(path) as arrays:
-        names = arrays.files
-        key = "videos" if "videos" in names else (names[0] if len(names) == 1 else None)
-        if key is None:
-            raise BadInputError(f"{path}: expected one array (or one named 'videos') uint8 [N, F, H, W, 3]; found {names}")
-        videos = arrays[key]
+    try:
+        with np.load(path) as arrays:
+            names = arrays.files
+            key = "videos" if "videos" in names else (names[0] if len(names) == 1 else None)
+            if key is None:
+                raise BadInputError(f"{path}: expected one array (or one named 'videos') uint8 [N, F, H, W, 3]; "
+                                    f"found {names}")
+            videos = arrays[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as err:  # text, pickles, cut short
+        raise BadInputError(f"{path} is not a readable .npz of videos ({type(err).__name__}: {err})") from None
     if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[-1] != 3:
         raise BadInputError(f"{path}: expected uint8 [N, F, H, W, 3], got {videos.dtype} {list(videos.shape)}")
     return videos
@@ -244,8 +250,14 @@ def _resize_clip(clip: np.ndarray, resolution: int | None) -> np.ndarray:
 def batches(clips: Iterable[np.ndarray], batch_size: int, resolution: int | None = None) -> Iterator[torch.Tensor]:
     """uint8 tensors [B, F, H, W, 3] from single clips (all clips of one batch must share a shape)."""
     batch: list[np.ndarray] = []
+    shape = None
     for clip in clips:
         batch.append(_resize_clip(np.asarray(clip), resolution))
+        if shape is None:
+            shape = batch[-1].shape
+        elif batch[-1].shape != shape:
+            raise BadInputError(f"videos of different sizes ({'x'.join(map(str, shape[1:3]))} and "
+                                f"{'x'.join(map(str, batch[-1].shape[1:3]))}): pass --resolution N to bring them to one")
         if len(batch) == batch_size:
             yield torch.from_numpy(np.stack(batch))
             batch = []
@@ -321,15 +333,19 @@ def load_cached_stats(path: Path) -> FeatureStats | None:
     try:
         with np.load(path) as arrays:
             return FeatureStats.from_arrays(arrays)
-    except (OSError, KeyError, ValueError):
-        return None  # unreadable cache entries are recomputed
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # unreadable cache entries (e.g. cut short by a kill) are recomputed
 
 
-def save_cached_stats(path: Path, stats: FeatureStats) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **stats.to_arrays())
-    os.replace(tmp, path)
+def save_cached_stats(path: Path, stats: FeatureStats) -> str | None:
+    """Write a cache entry; a note instead of an error when it cannot be written (a read-only
+    --cache-dir must not cost the statistics just computed)."""
+    try:
+        with atomic_write(path) as tmp, tmp.open("wb") as f:  # a file object: numpy appends no suffix
+            np.savez(f, **stats.to_arrays())
+    except OSError as err:
+        return f"real statistics not cached: cannot write {path} ({err.strerror or err})"
+    return None
 
 
 # ---- the whole evaluation ----------------------------------------------------------------------
@@ -395,6 +411,10 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
     frames = proto.frames if frames is None else frames
     if num < 2 or frames < 1 or subsample < 1:
         raise BadInputError(f"need --num >= 2, --frames >= 1 and --subsample >= 1 (got {num}, {frames}, {subsample})")
+    if resolution is not None and resolution < 8:
+        raise BadInputError(f"--resolution must be at least 8 pixels, got {resolution}")
+    if seed < 0 or batch_size < 1:
+        raise BadInputError(f"need --seed >= 0 and --batch-size >= 1 (got {seed}, {batch_size})")
     notes: list[str] = []
     if i3d is None and random_i3d_seed is None and (classifier_path is None or c3d is not None):
         raise missing_i3d("(none given)")
@@ -433,6 +453,7 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         cache_file = Path(cache_dir) if cache_dir is not None else cache_root()
         cache_file = cache_file / "fvd" / f"{key}.npz"
     real_stats = load_cached_stats(cache_file) if cache_file is not None and cache_file.exists() else None
+    cache_note = None
     if distributed:  # rank 0's view of the cache decides for everyone
         real_stats = dist_lib.broadcast_object(real_stats)
     cache_hit = real_stats is not None
@@ -443,7 +464,7 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         if distributed:
             real_stats = dist_lib.merge_feature_stats(real_stats)
         if cache_file is not None and dist_lib.is_main():
-            save_cached_stats(cache_file, real_stats)
+            cache_note = save_cached_stats(cache_file, real_stats)
     clips, fake_count = fake_clips(fake, num, frames, subsample)
     if distributed:
         clips, _ = fake_clips(fake, num, frames, subsample, select=dist_lib.shard(fake_count))
@@ -494,6 +515,8 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
                                             device=device, progress=progress))
     result["comparable"] = not notes
     result["warnings"] = notes
+    if cache_note:  # not about comparability: apart from the warnings
+        result["cache_notes"] = [cache_note]
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return result
