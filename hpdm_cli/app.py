@@ -58,11 +58,13 @@ def main() -> None:
     try:
         app()  # standalone: click reports usage errors itself, with exit code 2
     except HPDMError as err:
-        stderr.print(f"[bold red]error:[/] {escape(str(err))}")
+        # soft_wrap: a path in a message stays on one line, copyable from a CI log
+        stderr.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/]")
         sys.exit(130)
     except OSError as err:  # a full disk, a file that vanished: the message, not a traceback
-        stderr.print(f"[bold red]error:[/] {escape(str(err))}")
+        # soft_wrap: a path in a message stays on one line, copyable from a CI log
+        stderr.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
         sys.exit(1)
