@@ -53,18 +53,20 @@ def _register() -> None:
         importlib.import_module(name)
 
 
+def _fail(err: Exception, code: int) -> None:
+    # soft_wrap: a path in a message stays on one line, copyable from a CI log
+    stderr.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
     _register()
     try:
         app()  # standalone: click reports usage errors itself, with exit code 2
     except HPDMError as err:
-        # soft_wrap: a path in a message stays on one line, copyable from a CI log
-        stderr.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
-        sys.exit(err.exit_code)
+        _fail(err, err.exit_code)
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/]")
         sys.exit(130)
     except OSError as err:  # a full disk, a file that vanished: the message, not a traceback
-        # soft_wrap: a path in a message stays on one line, copyable from a CI log
-        stderr.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
-        sys.exit(1)
+        _fail(err, 1)

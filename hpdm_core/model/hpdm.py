@@ -139,12 +139,13 @@ class HPDM(nn.Module):
             self.class_embedding(labels).unsqueeze(1).expand(b, n, -1),
         ], 2)
         conditioning = conditioning.to(self.latents.dtype)
+        summed = conditioning.sum(2, keepdim=True)  # [B, n, 1, Dl]: shifts the latents and modulates the interface
         if self.cfg.interface_conditioning:
             # Scale and shift every interface token by the conditioning (adaLN-Zero style, starts as
             # the identity). Without it a token learns the noise level only through attention to the
             # latents, and the tokenizer -> detokenizer path passes each token's noisy pixels through
             # at every sigma: measured on the tiny preset, level-0 samples were per-token coloured noise.
-            scale, shift = self.interface_modulation(F.silu(conditioning.sum(2))).unsqueeze(2).chunk(2, -1)
+            scale, shift = self.interface_modulation(F.silu(summed)).chunk(2, -1)
             a = a * (1 + scale) + shift
         a = a + self.position
         coords = token_centres(offsets, self.geometry, self.token)[:, first_level:first_level + n]
@@ -152,7 +153,7 @@ class HPDM(nn.Module):
             a = a + self.coord_proj(self.coord_features(coords))
         # The conditioning also shifts every latent: as extra tokens alone it reaches the interface only
         # through attention, and the network learns to use the noise level and class far more slowly.
-        latents = self.latents[levels] + conditioning.sum(2, keepdim=True)
+        latents = self.latents[levels] + summed
         z = torch.cat([latents, conditioning], 2)
         return a, z, coords
 
