@@ -46,6 +46,9 @@ class ModelConfig:
     levels_per_block: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 3, 3])
     fusion: str = "deep"  # deep | shallow | none
     detach_context: bool = False
+    # Not in the paper (README, "The network"): the gradient that levels >= 1 send into the lower
+    # levels' activations through the context is multiplied by this; 1 = the paper, 0 = detach_context.
+    context_grad_scale: float = 1.0
     use_coords: bool = True
     # Not in the paper (README, "The network"): the noise level, pyramid level and class also scale and
     # shift every interface token, as adaLN-Zero does in DiT; false = conditioning through latents only.
@@ -349,6 +352,8 @@ def validate(cfg: Config) -> None:
     if m.latent_dim % m.head_dim or m.interface_dim % m.head_dim:
         raise BadInputError(f"model.head_dim {m.head_dim} must divide latent_dim {m.latent_dim} "
                             f"and interface_dim {m.interface_dim}")
+    if not 0 <= m.context_grad_scale <= 1:
+        raise BadInputError(f"model.context_grad_scale must lie in [0, 1], got {m.context_grad_scale}")
     d = cfg.diffusion
     if not 0 < d.level_input_scale <= 1:
         raise BadInputError("diffusion.level_input_scale must lie in (0, 1]")

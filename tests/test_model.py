@@ -134,6 +134,27 @@ def test_no_gradient_into_lower_levels_when_detached_or_unfused(setting):
     assert torch.equal(grad[:, :-1], torch.zeros_like(grad[:, :-1]))
 
 
+def test_context_grad_scale_scales_only_the_gradient_into_lower_levels():
+    def run(scale):
+        torch.manual_seed(0)
+        cfg = small_config("deep", context_grad_scale=scale)
+        model = make_model(cfg)
+        x, noise_cond, offsets, labels = make_inputs(cfg)
+        x.requires_grad_(True)
+        out = model(x, noise_cond, offsets, labels)
+        out[:, -1].square().sum().backward()
+        return out.detach(), x.grad
+
+    out_full, grad_full = run(1.0)
+    out_tenth, grad_tenth = run(0.1)
+    torch.testing.assert_close(out_tenth, out_full)  # the forward pass is the paper's
+    torch.testing.assert_close(grad_tenth[:, -1], grad_full[:, -1])  # the level's own path is untouched
+    # Level 2 reaches level 1 only across one context hop: scaled 0.1. Level 0 is reached across one
+    # hop (0.1) and across two through level 1 (0.01), so its gradient shrinks, not exactly tenfold.
+    torch.testing.assert_close(grad_tenth[:, 1], 0.1 * grad_full[:, 1])
+    assert grad_full[:, 0].abs().max() > 1e-6 and grad_tenth[:, 0].abs().max() < 0.5 * grad_full[:, 0].abs().max()
+
+
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_use_coords_off_still_runs(fusion):
     cfg = small_config(fusion, use_coords=False)

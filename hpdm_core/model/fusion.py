@@ -33,12 +33,22 @@ def sample_context(lower: torch.Tensor, grid: torch.Tensor, token_grid: tuple[in
     return rearrange(sampled, "(b l) d f h w -> b l (f h w) d", b=b, l=l).mean(1)
 
 
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """x in the forward pass; its gradient multiplied by `scale` in the backward pass (0: detached)."""
+    if scale == 1.0:
+        return x
+    if scale == 0.0:
+        return x.detach()
+    return torch.lerp(x.detach(), x, scale)  # value x, gradient scale * grad
+
+
 class DeepFusion(nn.Module):
     """One per block, shared by all levels: Linear(concat[a_l, ctx_l, coords_l]) -> a_l."""
 
-    def __init__(self, dim: int, use_coords: bool, detach_context: bool):
+    def __init__(self, dim: int, use_coords: bool, detach_context: bool, grad_scale: float = 1.0):
         super().__init__()
-        self.use_coords, self.detach_context = use_coords, detach_context
+        self.use_coords = use_coords
+        self.grad_scale = 0.0 if detach_context else grad_scale
         self.proj = nn.Linear(2 * dim + (3 if use_coords else 0), dim)
 
     def reset_parameters(self) -> None:
@@ -54,8 +64,7 @@ class DeepFusion(nn.Module):
     def forward(self, acts: torch.Tensor, lower: torch.Tensor, grid: torch.Tensor, coords: torch.Tensor | None,
                 token_grid: tuple[int, int, int]) -> torch.Tensor:
         """Fuse acts [B, N, D] of level l with the lower levels' block inputs [B, l, N, D]."""
-        if self.detach_context:
-            lower = lower.detach()
+        lower = scale_gradient(lower, self.grad_scale)
         parts = [acts, sample_context(lower, grid, token_grid).to(acts.dtype)]
         if self.use_coords:
             parts.append(coords.to(acts.dtype))

@@ -104,7 +104,7 @@ class HPDM(nn.Module):
         self.blocks = nn.ModuleList(RINBlock(dim, latent_dim, cfg.latent_layers, cfg.head_dim, cfg.mlp_ratio)
                                     for _ in range(cfg.num_blocks))
         if cfg.fusion == "deep":
-            self.fusions = nn.ModuleList(DeepFusion(dim, cfg.use_coords, cfg.detach_context)
+            self.fusions = nn.ModuleList(DeepFusion(dim, cfg.use_coords, cfg.detach_context, cfg.context_grad_scale)
                                          for _ in range(cfg.num_blocks))
         self.out_norm = nn.LayerNorm(dim)
         self.detokenizer = nn.Linear(dim, cfg.channels * pixels_per_token)
