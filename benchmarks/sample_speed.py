@@ -16,7 +16,8 @@ import time
 import torch
 
 from hpdm_core.config import preset
-from hpdm_core.model import build_denoiser, count_parameters
+from hpdm_core.diffusion import build_denoiser
+from hpdm_core.model import count_parameters
 from hpdm_core.sampling import SamplerOptions, count_tile_evaluations, generate
 
 MODES = ["none", "f", "h", "w", "fh", "fw", "hw", "fhw"]

@@ -14,7 +14,7 @@ built by a map-style dataset indexed by the step, so DataLoader workers (any num
 the batch the main process would, and a run resumed at step s continues exactly as if it had never
 stopped, with any number of processes.
 
-Distributed training (torchrun): DDP around the HPDM network, or FSDP2 (`fsdp=True`) sharding each
+Distributed training (torchrun): DDP around the denoiser, or FSDP2 (`fsdp=True`) sharding each
 RIN block; checkpoints hold gathered full tensors (hpdm_core.distributed), written by rank 0 only.
 """
 
@@ -39,7 +39,7 @@ from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
 from hpdm_core import files
 from hpdm_core.config import Config
-from hpdm_core.diffusion import Denoiser, hierarchy_loss
+from hpdm_core.diffusion import build_denoiser, hierarchy_loss
 from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
 from hpdm_core.errors import BadInputError, TrainingDivergedError
 from hpdm_core.learning import ProbeBatch, UpdateSizes, label_gap, make_probe_batch
@@ -232,22 +232,6 @@ class StepBatches(Dataset):
 
 
 
-# ----------------------------------------------------------------------------- loss with per-sample draws
-
-class SyncedDenoiser(Denoiser):
-    """The Denoiser computation with its HPDM network behind DDP (`network`), whose hooks all-reduce the
-    gradients. Holds no weights of its own: checkpoints come from the plain denoiser."""
-
-    def __init__(self, denoiser: Denoiser, network: torch.nn.Module):
-        torch.nn.Module.__init__(self)
-        self.network = network
-        self.cfg, self.num_classes, self.geometry = denoiser.cfg, denoiser.num_classes, denoiser.geometry
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.network
-
-
 # ----------------------------------------------------------------------------- logging
 
 def _tensorboard_writer(log_dir: Path):
@@ -312,8 +296,6 @@ class StepResult:
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, device: str | torch.device = "auto", rank: int = 0,
                  world_size: int = 1, tensorboard: bool = True, fsdp: bool = False):
-        from hpdm_core.model import build_denoiser
-
         cfg.validate()
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = dist_lib.resolve_device(device) if isinstance(device, str) else device
@@ -344,22 +326,23 @@ class Trainer:
 
     # -- distributed training
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The denoiser that training calls: plain, with its HPDM network behind DDP, or FSDP-sharded."""
+        """The denoiser that training calls: plain, behind DDP, or FSDP-sharded (in place, so its
+        state-dict keys stay those of the plain denoiser)."""
         if self.fsdp:
-            # In place, block by block; the EMA copy is sharded alike so its update stays shard-local.
-            dist_lib.fully_shard_blocks(model.model, model.model.blocks)
-            dist_lib.fully_shard_blocks(self.ema.model.model, self.ema.model.model.blocks)
+            # Block by block; the EMA copy is sharded alike so its update stays shard-local.
+            dist_lib.fully_shard_blocks(model, model.model.blocks)
+            dist_lib.fully_shard_blocks(self.ema.model, self.ema.model.model.blocks)
             return model
         if self.world_size > 1:
-            return SyncedDenoiser(model, dist_lib.wrap_ddp(model.model, self.device))
+            return dist_lib.wrap_ddp(model, self.device)
         return model
 
     def accumulation_context(self, last_micro_batch: bool):
         """Gradients are all-reduced once per step, after the last micro-batch."""
         if self.fsdp:
-            self.raw_model.model.set_requires_gradient_sync(last_micro_batch)
-        elif isinstance(self.model, SyncedDenoiser) and not last_micro_batch:
-            return self.model.network.no_sync()
+            self.raw_model.set_requires_gradient_sync(last_micro_batch)
+        elif self.model is not self.raw_model and not last_micro_batch:
+            return self.model.no_sync()
         return contextlib.nullcontext()
 
     @property

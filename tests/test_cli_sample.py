@@ -24,7 +24,7 @@ def _tiny_config(latent_dim=16):
 
 
 def _make_run(folder, cfg, step=5):
-    from hpdm_core.model import build_denoiser
+    from hpdm_core.diffusion import build_denoiser
 
     folder.mkdir(parents=True, exist_ok=True)
     config_lib.save(cfg, folder / "config.toml")

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from hpdm_core import distributed as dist_lib
 from hpdm_core.config import preset
 from hpdm_core.metrics.frechet import FeatureStats
-from hpdm_core.model import build_denoiser
+from hpdm_core.diffusion import build_denoiser
 from hpdm_core.optim import Lamb, decay_groups
 from hpdm_core.pyramid import PatchGeometry, sample_nested_offsets
 

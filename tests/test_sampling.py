@@ -125,7 +125,7 @@ def test_heun_lands_on_a_constant_denoiser_and_churn_is_used():
 
 
 def _tiny_denoiser(num_levels=3):
-    from hpdm_core.model import build_denoiser
+    from hpdm_core.diffusion import build_denoiser
 
     cfg = preset("tiny")
     m = cfg.model
