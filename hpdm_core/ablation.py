@@ -241,10 +241,10 @@ def sample_and_score(run_dir: Path, real_stats: list, scorer: Scorer, levels: li
     from hpdm_core.checkpoint import load_for_inference
     from hpdm_core.consistency import consistency_report
     from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
-    from hpdm_core.sampling import SamplerOptions, generate, resolve_labels
+    from hpdm_core.sampling import generate, resolve_labels
 
     cfg, denoiser, info = load_for_inference(run_dir, use_ema=True, device=device)
-    options = SamplerOptions.from_config(cfg.sample, steps=steps, overlap=overlap).validate()
+    options = cfg.sample.replace(steps=steps, overlap=overlap).validate()
     labels = resolve_labels([], num, denoiser.num_classes)
     fake = {level: FeatureStats(scorer.detector.feature_dim) for level in levels}
     reports, seconds, evaluations = [], 0.0, 0

@@ -12,6 +12,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import tomli_w
@@ -104,16 +105,27 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
+    """How to sample (hpdm_core.sampling.generate): a run's defaults, which `hpdm sample` flags override."""
+
     steps: int = 128  # level 0; level l uses max(1, steps // 2**l)
     overlap: str = "hw"  # the paper's metrics setting; "fhw" for visualisations
-    cfg: float = 1.0  # classifier-free guidance weight; 1 = conditional only
+    guidance: float = 1.0  # classifier-free guidance weight w; 1 = conditional only (`cfg` up to 0.1.0)
     s_churn: float = 40.0  # EDM stochastic sampler, level 0 only
     s_tmin: float = 0.05
     s_tmax: float = 50.0
     s_noise: float = 1.003
-    tile_batch: int = 0  # 0: choose from free memory
+    tile_batch: int = 0  # chains per network call (cond and null copies count apart); 0: choose from free memory
     cache: bool = True
     offload_cache: bool = False
+    bf16: bool = True  # autocast on CUDA only
+
+    def replace(self, **changes: Any) -> "SampleConfig":
+        """A copy with the given settings changed; None leaves a setting as it is (an unset CLI flag)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> "SampleConfig":
+        validate_sample(self)
+        return self
 
 
 @dataclass
@@ -192,8 +204,13 @@ def preset(name: str) -> Config:
     return PRESETS[name]()
 
 
+# Renamed settings: the old name is still read (config.toml of older runs, --set), the new one written.
+RENAMED = {"sample.cfg": "sample.guidance"}
+
+
 def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
+    values = {RENAMED.get(f"{where}{key}", f"{where}{key}")[len(where):]: value for key, value in values.items()}
     kwargs = {}
     for key, value in values.items():
         if key not in known:
@@ -257,7 +274,8 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
         if "=" not in assignment:
             raise BadInputError(f"--set expects section.key=value, got {assignment!r}")
         key, text = assignment.split("=", 1)
-        parts = key.strip().split(".")
+        key = RENAMED.get(key.strip(), key.strip())
+        parts = key.split(".")
         if len(parts) != 2 or not hasattr(cfg, parts[0]) or not hasattr(getattr(cfg, parts[0]), parts[1]):
             raise BadInputError(f"unknown config key {key!r} (use section.key, e.g. train.lr=1e-3 or model.fusion=shallow)")
         section = getattr(cfg, parts[0])
@@ -316,17 +334,16 @@ def validate(cfg: Config) -> None:
     """Raise BadInputError naming the first setting that cannot work: types, finite numbers, ranges.
 
     The one place the library and the CLI check a config, before anything is built or written."""
-    for name in ("model", "diffusion", "data", "train", "sample"):
+    for name in ("model", "diffusion", "data", "train"):
         _check_types(getattr(cfg, name), name)
     _at_least(cfg, 1, "model.num_levels", "model.channels", "model.interface_dim", "model.latent_dim",
               "model.num_latents", "model.num_blocks", "model.latent_layers", "model.head_dim",
               "model.fourier_features", "model.num_classes", "data.frame_stride", "train.batch_size",
-              "train.steps", "train.accumulation", "train.log_every", "train.checkpoint_every", "sample.steps")
+              "train.steps", "train.accumulation", "train.log_every", "train.checkpoint_every")
     _at_least(cfg, 0, "data.num_workers", "train.weight_decay", "train.warmup_steps", "train.grad_clip",
-              "train.seed", "train.probe_every", "train.keep_last", "sample.cfg", "sample.s_churn", "sample.s_tmin",
-              "sample.tile_batch")
+              "train.seed", "train.probe_every", "train.keep_last")
     _positive(cfg, "model.mlp_ratio", "diffusion.sigma_data", "diffusion.p_std", "diffusion.sigma_min", "diffusion.rho",
-              "train.lr", "sample.s_noise")
+              "train.lr")
     m = cfg.model
     if len(m.patch) != 3 or len(m.token) != 3:
         raise BadInputError("model.patch and model.token need three sizes (frames, height, width)")
@@ -365,8 +382,18 @@ def validate(cfg: Config) -> None:
         raise BadInputError(f"train.trust_ratio {t.trust_ratio!r}: choose one of {', '.join(TRUST_RATIOS)}")
     if t.batch_size < 1 or t.accumulation < 1 or t.batch_size % t.accumulation:
         raise BadInputError("train.batch_size must be a positive multiple of train.accumulation")
-    if cfg.sample.s_tmax < cfg.sample.s_tmin:
-        raise BadInputError(f"sample.s_tmax {cfg.sample.s_tmax} must be at least sample.s_tmin {cfg.sample.s_tmin}")
+    validate_sample(cfg.sample)
+
+
+def validate_sample(sample: SampleConfig) -> None:
+    """The [sample] checks of validate, also run on their own for a SampleConfig given to the sampler."""
+    _check_types(sample, "sample")
+    cfg = SimpleNamespace(sample=sample)  # _at_least/_positive read section.key
+    _at_least(cfg, 1, "sample.steps")
+    _at_least(cfg, 0, "sample.guidance", "sample.s_churn", "sample.s_tmin", "sample.tile_batch")
+    _positive(cfg, "sample.s_noise")
+    if sample.s_tmax < sample.s_tmin:
+        raise BadInputError(f"sample.s_tmax {sample.s_tmax} must be at least sample.s_tmin {sample.s_tmin}")
     from hpdm_core.pyramid import parse_overlap  # late import: pyramid imports nothing from here
 
-    parse_overlap(cfg.sample.overlap)
+    parse_overlap(sample.overlap)

@@ -285,10 +285,11 @@ EVAL_ARGS = dict(random_i3d_seed=0, num=5, frames=9, batch_size=2)
 def _sample_and_evaluate(env, device, out_dir):
     import warnings
 
-    from hpdm_core.sampling import SamplerOptions, generate
+    from hpdm_core.config import SampleConfig
+    from hpdm_core.sampling import generate
 
     result = generate(sample_denoiser(), torch.tensor([0, 1, 2, 0, 1]), seed=3,
-                      options=SamplerOptions(**SAMPLE_OPTIONS), batch_size=2, keep_levels=True, distributed=True)
+                      options=SampleConfig(**SAMPLE_OPTIONS), batch_size=2, keep_levels=True, distributed=True)
     assert (result is None) == (not env.is_main)
     fvd_module = small_i3d()
     with warnings.catch_warnings():
@@ -305,7 +306,8 @@ def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
     import warnings
 
     from hpdm_core.metrics.fvd import load_cached_stats
-    from hpdm_core.sampling import SamplerOptions, generate
+    from hpdm_core.config import SampleConfig
+    from hpdm_core.sampling import generate
 
     write_real_store(tmp_path / "real.h5")
     np.savez(tmp_path / "fake.npz", np.random.default_rng(1).integers(0, 256, (5, 9, 32, 32, 3), dtype=np.uint8))
@@ -313,7 +315,7 @@ def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
     sharded = torch.load(tmp_path / "sharded.pt", weights_only=False)
 
     single = generate(sample_denoiser(), torch.tensor([0, 1, 2, 0, 1]), seed=3,
-                      options=SamplerOptions(**SAMPLE_OPTIONS), batch_size=2, keep_levels=True)
+                      options=SampleConfig(**SAMPLE_OPTIONS), batch_size=2, keep_levels=True)
     # Per-sample seeds: the shards (samples 0-1 and 2-4) are the very videos one process makes.
     torch.testing.assert_close(sharded["videos"], single.videos, atol=1e-5, rtol=0)
     for a, b in zip(sharded["levels"], single.levels):

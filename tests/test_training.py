@@ -180,3 +180,15 @@ def test_every_parameter_group_moves_by_a_meaningful_amount(data, tmp_path, trus
             assert last[f"update_{name}"] == pytest.approx(lr, rel=0.02)
         else:
             assert last[f"update_{name}"] > 10 * lr, name
+
+
+def test_the_old_name_of_sample_guidance_is_still_read(tmp_path):
+    """sample.cfg was renamed sample.guidance: run folders of older versions and --set keep working."""
+    from hpdm_core import config as config_lib
+
+    path = tmp_path / "config.toml"
+    path.write_text("[sample]\ncfg = 2.5\n")
+    assert config_lib.load(path).sample.guidance == 2.5
+    assert config_lib.apply_overrides(config_lib.Config(), ["sample.cfg=3"]).sample.guidance == 3.0
+    config_lib.save(config_lib.load(path), path)
+    assert "guidance = 2.5" in path.read_text() and "cfg" not in path.read_text()
