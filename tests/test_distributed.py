@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from helpers import gather_by_index
 from hpdm_core import distributed as dist_lib
 from hpdm_core.config import preset
 from hpdm_core.metrics.frechet import FeatureStats
@@ -100,11 +101,10 @@ def fresh(cfg):
 
 @pytest.mark.parametrize("num,world", [(0, 2), (1, 2), (7, 3), (10, 2), (5, 8)])
 def test_shards_partition_the_indices(num, world):
-    for contiguous in (True, False):
-        parts = [dist_lib.shard(num, r, world, contiguous=contiguous) for r in range(world)]
-        assert sorted(i for p in parts for i in p) == list(range(num))
-        assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    assert dist_lib.shard(7, 1, 3) == [2, 3] and dist_lib.shard(7, 1, 3, contiguous=False) == [1, 4]
+    parts = [dist_lib.shard(num, r, world) for r in range(world)]
+    assert sorted(i for p in parts for i in p) == list(range(num))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert dist_lib.shard(7, 1, 3) == [2, 3]
     assert dist_lib.shard([5, 6, 7, 8], 1, 2) == [7, 8]
 
 
@@ -112,11 +112,11 @@ def test_single_process_fallbacks(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
     env, device = dist_lib.init("cpu")
-    assert env == dist_lib.DistEnv(0, 1, 0) and env.is_main and not env.is_distributed and device.type == "cpu"
+    assert env == dist_lib.DistEnv(0, 1, 0) and env.is_main and env.world_size == 1 and device.type == "cpu"
     assert dist_lib.world_size() == 1 and dist_lib.is_main() and dist_lib.shard(3) == [0, 1, 2]
     t = torch.arange(3, dtype=torch.float64)
     assert torch.equal(dist_lib.all_reduce_sum(t), t)
-    assert dist_lib.gather_by_index({1: "a"}) == {1: "a"}
+    assert gather_by_index({1: "a"}) == {1: "a"}
     model = torch.nn.Linear(2, 2)
     assert dist_lib.wrap_ddp(model, device) is model
 
@@ -148,7 +148,7 @@ def _collectives(env, device, out_dir):
     features = rng.normal(size=(5 + env.rank, 4))
     stats = dist_lib.merge_feature_stats(FeatureStats(4).update(features))
     mine = {i: f"sample-{i}" for i in dist_lib.shard(7)}
-    gathered = dist_lib.gather_by_index(mine)
+    gathered = gather_by_index(mine)
     value = dist_lib.broadcast_object({"from": env.rank})
     total = dist_lib.all_reduce_sum(torch.tensor([1.0 + env.rank, 1e-17], dtype=torch.float64))
     torch.save({"env": (env.rank, env.world_size, env.local_rank), "stats": stats.to_arrays(), "gathered": gathered,

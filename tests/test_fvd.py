@@ -7,7 +7,8 @@ import torch
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.metrics import fvd as fvd_module
-from hpdm_core.metrics.c3d import random_c3d, state_dict_to_chainer
+from helpers import state_dict_to_chainer
+from hpdm_core.metrics.c3d import random_c3d
 from hpdm_core.metrics.frechet import frechet_distance
 from hpdm_core.metrics.fvd import compute_fvd, evaluate, fake_clips, real_clips
 from hpdm_core.metrics.i3d import I3DFeatures, random_i3d
