@@ -45,6 +45,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     fourier_features: int = 32  # per coordinate axis, for the tokens' global positions
     levels_per_block: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 3, 3])
+    adaptive_computation: bool = True  # false: every block processes every level ([num_levels] * num_blocks)
     fusion: str = "deep"  # deep | shallow | none
     detach_context: bool = False
     use_coords: bool = True
@@ -53,6 +54,11 @@ class ModelConfig:
     interface_conditioning: bool = True
     init: str = "glorot"  # Linear weights: glorot (RIN's reference code) | vit (truncated normal, std 0.02)
     num_classes: int = 101  # index num_classes is the null class used for guidance
+
+    @property
+    def block_levels(self) -> list[int]:
+        """Block b processes the levels below block_levels[b] (DESIGN.md, adaptive computation)."""
+        return list(self.levels_per_block) if self.adaptive_computation else [self.num_levels] * self.num_blocks
 
     @property
     def target(self) -> list[int]:

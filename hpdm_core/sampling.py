@@ -14,13 +14,12 @@ The video is generated level by level and never passed through the network whole
 
 The sampler only needs the Denoiser interface: forward(x_noisy, sigma, offsets, labels, context=None),
 encode_context(x, sigma, offsets, labels, offload=False) and the attributes geometry, cfg,
-num_classes. Every sample draws its noise from its own generator seeded by (seed, sample, level),
-so a seed gives the same videos whatever batch_size and tile_batch.
+num_classes. Every sample draws its noise from its own generator seeded by (seed, sample, level)
+(seeding.sample_seed), so a seed gives the same videos whatever batch_size and tile_batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,9 @@ from hpdm_core import diffusion
 from hpdm_core.config import SampleConfig
 from hpdm_core.errors import BadInputError
 from hpdm_core.files import atomic_write
+from hpdm_core.precision import autocast
 from hpdm_core.pyramid import Overlap, PatchGeometry, add_tiles, crop, parse_overlap, tile_chains, tile_coverage
+from hpdm_core.seeding import sample_seed
 
 CPU_TILE_BATCH = 16  # chains per network call on CPU: large enough to amortise Python overhead
 
@@ -56,12 +57,6 @@ def level_steps(steps: int, level: int) -> int:
     return max(1, steps // 2 ** level)
 
 
-def sample_seed(seed: int, index: int, level: int) -> int:
-    """A 63-bit seed for (seed, sample index, level), independent of how samples are batched."""
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32, index, level]).generate_state(2, np.uint64)[0]
-               >> np.uint64(1))
-
-
 def evaluations_per_tile(steps: int, level: int) -> int:
     """Network evaluations of one chain over a level: N_l Heun steps, the last one without correction."""
     return 2 * level_steps(steps, level) - 1
@@ -77,12 +72,6 @@ def count_tile_evaluations(geometry: PatchGeometry, options: SampleConfig, num_s
 
 
 # ----------------------------------------------------------------------------- network evaluation
-
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
 
 class LevelDenoiser:
     """D(x; sigma) of a whole level-l canvas, assembled from its tiles.
@@ -138,7 +127,7 @@ class LevelDenoiser:
         if index not in self.caches:
             chains, labels = self._rows(items)
             x, sigma = self._context(items)
-            with _autocast(self.device, self.options.bf16):
+            with autocast(self.device, self.options.bf16):
                 self.caches[index] = self.denoiser.encode_context(x, sigma, chains[:, :self.level], labels,
                                                                   offload=self.options.offload_cache)
         return self.caches[index]
@@ -151,7 +140,7 @@ class LevelDenoiser:
             top = torch.cat([top, top])
         top = top.unsqueeze(1)
         sigma_top = torch.full((top.shape[0], 1), float(sigma), device=self.device)
-        with _autocast(self.device, self.options.bf16):
+        with autocast(self.device, self.options.bf16):
             if self.level == 0:
                 out = self.denoiser(top, sigma_top, chains, labels)
             elif self.use_cache:
@@ -230,7 +219,7 @@ def choose_tile_batch(denoiser, options: SampleConfig, device: torch.device) -> 
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    with torch.no_grad(), _autocast(device, options.bf16):
+    with torch.no_grad(), autocast(device, options.bf16):
         denoiser(x, sigma, offsets, labels)
     torch.cuda.synchronize(device)
     per_chain = max(1, (torch.cuda.max_memory_allocated(device) - before) // probe)

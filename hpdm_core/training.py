@@ -44,6 +44,7 @@ from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
 from hpdm_core.errors import BadInputError, TrainingDivergedError
 from hpdm_core.learning import ProbeBatch, UpdateSizes, label_gap, make_probe_batch
 from hpdm_core.optim import EMA, Lamb, WarmupCosine, decay_groups
+from hpdm_core.precision import autocast
 from hpdm_core.pyramid import PatchGeometry, extract_hierarchy, sample_nested_offsets
 from hpdm_core.seeding import DATA_STREAM, NOISE_STREAM, PROBE_STREAM, derive_seed, generator
 
@@ -66,9 +67,18 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _network_dict(cfg: Config) -> dict[str, Any]:
+    """cfg as a dict, with the blocks' levels as the network uses them: levels_per_block = [L+1] * B and
+    adaptive_computation = false build the same network."""
+    values = cfg.to_dict()
+    values["model"]["levels_per_block"] = cfg.model.block_levels
+    values["model"].pop("adaptive_computation")
+    return values
+
+
 def config_conflicts(saved: Config, requested: Config) -> list[str]:
     """Keys (section.key) on which two configs disagree in a way that changes the training run."""
-    a, b = _flatten(saved.to_dict()), _flatten(requested.to_dict())
+    a, b = _flatten(_network_dict(saved)), _flatten(_network_dict(requested))
     return [k for k in a if not _same(a[k], b.get(k)) and k not in RUNTIME_KEYS and not k.startswith("sample.")]
 
 
@@ -137,7 +147,7 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
         if requested is not None:
             conflicts = config_conflicts(cfg, requested)
             if conflicts:
-                saved, new = _flatten(cfg.to_dict()), _flatten(requested.to_dict())
+                saved, new = _flatten(_network_dict(cfg)), _flatten(_network_dict(requested))
                 detail = ", ".join(f"{k} = {saved[k]!r} (asked {new.get(k)!r})" for k in conflicts[:6])
                 raise BadInputError(f"{run_dir} already holds a run with a different config: {detail}. "
                                     "Resume with the same --preset/--config/--set (or none), or use a new --run-dir")
@@ -451,9 +461,7 @@ class Trainer:
 
     # -- one optimisation step
     def autocast(self):
-        if self.device.type == "cuda" and self.cfg.train.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.cfg.train.bf16)
 
     def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator]):
         return hierarchy_loss(self.model, patches, offsets, labels, noise)

@@ -305,7 +305,7 @@ def _sample_and_evaluate(env, device, out_dir):
 def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
     import warnings
 
-    from hpdm_core.metrics.fvd import load_cached_stats
+    from hpdm_core.metrics.frechet import load_stats
     from hpdm_core.config import SampleConfig
     from hpdm_core.sampling import generate
 
@@ -339,7 +339,7 @@ def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
     # 5 clips, 400 features: a singular covariance, whose square root amplifies float64 summation order.
     assert merged["fvd"] == pytest.approx(scores["fvd"], rel=1e-7)
     # The cache rank 0 wrote holds the statistics of all real clips, as one process computes them.
-    cached = load_cached_stats(__import__("pathlib").Path(merged["cache_file"]))
+    cached, = load_stats(__import__("pathlib").Path(merged["cache_file"]))
     assert cached.count == direct.count == 5
     np.testing.assert_allclose(cached.total, direct.total, rtol=1e-12)
     np.testing.assert_allclose(cached.outer, direct.outer, rtol=1e-12)

@@ -12,7 +12,8 @@ from hpdm_core.consistency import coarse_agreement, consistency_report, seam_sco
 from hpdm_core.pyramid import (PatchGeometry, crop, is_nested, level_video, parse_overlap, tile_chains, tile_coverage,
                                tile_offsets)
 from hpdm_core.sampling import (count_tile_evaluations, generate, heun_sample, level_steps,
-                                resolve_labels, sample_seed)
+                                resolve_labels)
+from hpdm_core.seeding import sample_seed
 from hpdm_core.errors import BadInputError
 
 MODES = ["none", "f", "h", "w", "fh", "fw", "hw", "fhw"]

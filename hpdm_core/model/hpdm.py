@@ -60,7 +60,7 @@ class HPDM(nn.Module):
         self.geometry = PatchGeometry.from_config(cfg)
         self.token = tuple(int(t) for t in cfg.token)
         self.token_grid = token_grid(self.geometry, self.token)
-        self.levels_per_block = [int(n) for n in cfg.levels_per_block]
+        self.levels_per_block = [int(n) for n in cfg.block_levels]
         self.fusion = cfg.fusion
         num_tokens = self.token_grid[0] * self.token_grid[1] * self.token_grid[2]
         pixels_per_token = self.token[0] * self.token[1] * self.token[2]
