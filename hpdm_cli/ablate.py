@@ -79,7 +79,7 @@ def ablate(
                 raise BadInputError("--run and --strategies belong to --suite inference")
             if data is None or steps is None:
                 raise BadInputError("--suite architecture needs --data FILE.h5 and --steps N (the budget of each variant)")
-            from hpdm_core.training import build_config
+            from hpdm_core.config import build_config
 
             base = build_config(preset, config, overrides)
             if base is None:

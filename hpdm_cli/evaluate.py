@@ -46,10 +46,21 @@ def eval_fvd(
     Under torchrun every process embeds its share of the clips and rank 0 reports the merged result.
     """
     from hpdm_core import distributed as dist_lib
-    from hpdm_core.metrics.fvd import evaluate
 
     distributed = dist_lib.launched()
-    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), str(dist_lib.resolve_device(device)))
+    with dist_lib.process_group(device) as (env, run_device):
+        result = _evaluate(real, fake, i3d, c3d, c3d_mean, random_i3d, protocol, num, frames, subsample, resolution,
+                           seed, batch_size, str(run_device), cache_dir, cache, repeat_real, classifier, distributed,
+                           env)
+    if result is None:  # not rank 0: its statistics were merged into rank 0's result
+        return
+    _report(result, as_json)
+
+
+def _evaluate(real, fake, i3d, c3d, c3d_mean, random_i3d, protocol, num, frames, subsample, resolution, seed,
+              batch_size, run_device, cache_dir, cache, repeat_real, classifier, distributed, env):
+    from hpdm_core.metrics.fvd import evaluate
+
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=stderr, transient=True, disable=not env.is_main)
     tasks: dict[str, int] = {}
@@ -59,18 +70,16 @@ def eval_fvd(
             tasks[label] = progress.add_task(label, total=total or None)
         progress.update(tasks[label], completed=done)
 
-    try:
-        with progress, warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            result = evaluate(real, fake, i3d=i3d, c3d=c3d, c3d_mean=c3d_mean, random_i3d_seed=random_i3d,
-                              protocol=protocol.value, num=num, frames=frames, subsample=subsample,
-                              resolution=resolution, seed=seed, batch_size=batch_size, device=run_device,
-                              cache_dir=cache_dir, use_cache=cache, progress=report, distributed=distributed,
-                              repeat_real=repeat_real, classifier_path=classifier)
-    finally:
-        dist_lib.destroy()
-    if result is None:  # not rank 0: its statistics were merged into rank 0's result
-        return
+    with progress, warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        return evaluate(real, fake, i3d=i3d, c3d=c3d, c3d_mean=c3d_mean, random_i3d_seed=random_i3d,
+                        protocol=protocol.value, num=num, frames=frames, subsample=subsample,
+                        resolution=resolution, seed=seed, batch_size=batch_size, device=run_device,
+                        cache_dir=cache_dir, use_cache=cache, progress=report, distributed=distributed,
+                        repeat_real=repeat_real, classifier_path=classifier)
+
+
+def _report(result: dict, as_json: bool) -> None:
     for note in result["warnings"]:
         stderr.print(f"[yellow]warning:[/] {note}")
     for note in result.get("classifier_notes", []) + result.get("cache_notes", []):

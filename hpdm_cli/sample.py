@@ -81,13 +81,10 @@ def sample(
         raise BadInputError(f"--class must be >= 0, got {min(classes)}")
     for path in output_files(out, fmt, num):
         check_output(path, overwrite)
-    distributed = dist_lib.launched()
-    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), str(dist_lib.resolve_device(device)))
-    try:
+    with dist_lib.process_group(device) as (env, run_device):
         _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, cache,
-                offload_cache, tile_batch, batch_size, fps, raw, run_device, json_out, distributed, env, overwrite)
-    finally:
-        dist_lib.destroy()
+                offload_cache, tile_batch, batch_size, fps, raw, str(run_device), json_out, dist_lib.launched(), env,
+                overwrite)
 
 
 def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, cache,

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from hpdm_cli.common import PlainProgress, flag, plain_line, print_json, stderr, stdout
-from hpdm_core.errors import BadInputError, HPDMError
+from hpdm_core.errors import BadInputError
 
 
 def train(
@@ -34,36 +34,19 @@ def train(
 
     if fsdp and not dist_lib.launched():
         raise BadInputError("--fsdp shards the model over processes: launch with torchrun --nproc_per_node=N")
-    env, run_device = dist_lib.init(device) if dist_lib.launched() else (dist_lib.DistEnv(), device)
     try:
-        _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env)
+        with dist_lib.process_group(device) as (env, run_device):
+            _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env)
     finally:
         unlock_run_dir(run_dir)  # taken by setup_run on rank 0; the OS drops it anyway when the process ends
-        dist_lib.destroy()
-
-
-def _setup(run_dir, requested, data, steps, env):
-    """setup_run on rank 0 only (it writes config.toml); its outcome, or its error, on every rank."""
-    from hpdm_core import distributed as dist_lib
-    from hpdm_core.training import setup_run
-
-    outcome = None
-    if env.is_main:
-        try:
-            outcome = setup_run(run_dir, requested, data=data, steps=steps)
-        except HPDMError as err:
-            outcome = err
-    outcome = dist_lib.broadcast_object(outcome)
-    if isinstance(outcome, HPDMError):
-        raise outcome
-    return outcome
 
 
 def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, fsdp, json_out, env) -> None:
-    from hpdm_core.training import Trainer, build_config
+    from hpdm_core.config import build_config
+    from hpdm_core.training import Trainer, setup_run
 
     requested = build_config(preset, config, overrides, batch_size)
-    cfg, resumed = _setup(run_dir, requested, data, steps, env)
+    cfg, resumed = setup_run(run_dir, requested, data=data, steps=steps)
     trainer = Trainer(cfg, run_dir, device=device, rank=env.rank, world_size=env.world_size, fsdp=fsdp)
     start = trainer.resume()
     if not env.is_main:  # the other ranks train silently

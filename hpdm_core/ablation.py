@@ -254,7 +254,7 @@ def sample_and_score(run_dir: Path, real_stats: list, scorer: Scorer, levels: li
 
 def training_speed(run_dir: Path) -> float | None:
     """Median videos/s over the run's logged intervals: robust to the first (warm-up) interval."""
-    from hpdm_core.training import read_metrics
+    from hpdm_core.train_log import read_metrics
 
     path = run_dir / "metrics.jsonl"
     if not path.is_file():

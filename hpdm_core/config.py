@@ -403,3 +403,85 @@ def validate_sample(sample: SampleConfig) -> None:
     from hpdm_core.pyramid import parse_overlap  # late import: pyramid imports nothing from here
 
     parse_overlap(sample.overlap)
+
+
+# ----------------------------------------------------------------------------- composing and comparing configs
+
+# Settings that change nothing about the optimisation: a resumed run may change them freely.
+RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
+                "data.path", "data.num_workers", "data.fingerprint"}
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _network_dict(cfg: Config) -> dict[str, Any]:
+    """cfg as a dict, with the blocks' levels as the network uses them: levels_per_block = [L+1] * B and
+    adaptive_computation = false build the same network."""
+    values = cfg.to_dict()
+    values["model"]["levels_per_block"] = cfg.model.block_levels
+    values["model"].pop("adaptive_computation")
+    return values
+
+
+def config_conflicts(saved: Config, requested: Config) -> list[str]:
+    """Keys (section.key) on which two configs disagree in a way that changes the training run."""
+    a, b = _flatten(_network_dict(saved)), _flatten(_network_dict(requested))
+    return [k for k in a if not _same(a[k], b.get(k)) and k not in RUNTIME_KEYS and not k.startswith("sample.")]
+
+
+def describe_conflicts(saved: Config, requested: Config, limit: int = 6) -> str:
+    """`key = saved value (asked requested value)` for the first `limit` conflicts."""
+    a, b = _flatten(_network_dict(saved)), _flatten(_network_dict(requested))
+    return ", ".join(f"{k} = {a[k]!r} (asked {b.get(k)!r})" for k in config_conflicts(saved, requested)[:limit])
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with NaN equal to NaN (a run saved with a NaN setting is not in conflict with itself)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_config(preset_name: str | None = None, config_file: str | Path | None = None,
+                 overrides: list[str] | None = None, batch_size: int | None = None) -> Config | None:
+    """The config asked for on the command line: a preset, a TOML file over it, then --set overrides.
+
+    None when nothing was asked for (a resume that takes the run folder's config as it is).
+    """
+    overrides = list(overrides or [])
+    if batch_size is not None:
+        overrides.append(f"train.batch_size={batch_size}")
+    if preset_name is None and config_file is None and not overrides:
+        return None
+    if preset_name is None and config_file is None:
+        raise BadInputError("--set/--batch-size need a base config: add --preset NAME or --config FILE")
+    values = preset(preset_name).to_dict() if preset_name is not None else Config().to_dict()
+    if config_file is not None:
+        values = _merge(values, load(config_file).to_dict() if preset_name is None else
+                        _read_toml(config_file))
+    cfg = apply_overrides(from_dict(values), overrides)
+    return cfg.validate()
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    """The keys a TOML file sets (not a full Config), so they can be laid over a preset."""
+    load(path)  # clear errors for a missing file, bad TOML or an unknown key
+    with Path(path).open("rb") as f:
+        return tomllib.load(f)

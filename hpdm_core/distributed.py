@@ -12,10 +12,11 @@ scattered back on load, so a run saved by N processes resumes with M.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -104,6 +105,18 @@ def init(requested_device: str = "auto", timeout_minutes: float = 30.0) -> tuple
 def destroy() -> None:
     if is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(requested_device: str = "auto") -> Iterator[tuple[DistEnv, torch.device]]:
+    """`with process_group("auto") as (env, device):` the body runs inside torchrun's process group
+    (joined when launched by torchrun, left afterwards, also on an error); in a single process it
+    only resolves the device. Every command, and a Python user of hpdm_core, sets up alike."""
+    env, device = init(requested_device) if launched() else (DistEnv(), resolve_device(requested_device))
+    try:
+        yield env, device
+    finally:
+        destroy()
 
 
 def rank() -> int:

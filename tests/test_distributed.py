@@ -119,6 +119,8 @@ def test_single_process_fallbacks(monkeypatch):
     assert gather_by_index({1: "a"}) == {1: "a"}
     model = torch.nn.Linear(2, 2)
     assert dist_lib.wrap_ddp(model, device) is model
+    with dist_lib.process_group("cpu") as (env, device):  # what every command and a library user call
+        assert env == dist_lib.DistEnv(0, 1, 0) and device.type == "cpu" and not dist_lib.is_initialized()
 
 
 def test_bad_torchrun_environment_is_a_clear_error(monkeypatch):
