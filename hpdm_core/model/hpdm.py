@@ -3,9 +3,9 @@
 Levels are folded into the batch: interface activations a [B, n, N, D], latents z [B, n, M+3, Dl]
 (M learned latents of the level plus noise-level, pyramid-level and class tokens), kept between blocks
 as one tensor per level. Block b only touches levels < levels_per_block[b] (`HPDM.processes`, adaptive
-computation); before it, deep context fusion feeds
-each processed level l >= 1 with its lower levels' block inputs. Information flows only upwards, so
-level k's output never depends on a level above k, which is what makes inference caching exact.
+computation); before it, deep context fusion feeds each processed level l >= 1 with its lower levels'
+block inputs. Information flows only upwards, so level k's output never depends on a level above k,
+which is what makes inference caching exact.
 """
 
 from __future__ import annotations
