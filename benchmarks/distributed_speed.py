@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hpdm_core import distributed as dist_lib  # noqa: E402
 from hpdm_core.config import preset  # noqa: E402
-from hpdm_core.model import build_denoiser  # noqa: E402
+from hpdm_core.diffusion import build_denoiser  # noqa: E402
 from hpdm_core.optim import Lamb, decay_groups  # noqa: E402
 from hpdm_core.pyramid import PatchGeometry, sample_nested_offsets  # noqa: E402
 

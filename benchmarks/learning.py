@@ -30,7 +30,7 @@ from hpdm_core.data.h5store import VideoStore  # noqa: E402
 from hpdm_core.data.synthetic import make_synthetic  # noqa: E402
 from hpdm_core.metrics.classifier import (classifier_scores, heldout_videos, load_classifier,  # noqa: E402
                                           train_classifier)
-from hpdm_core.sampling import SamplerOptions, generate  # noqa: E402
+from hpdm_core.sampling import generate  # noqa: E402
 from hpdm_core.training import Trainer  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def main() -> None:
     run_dir = args.out / "run"
     trainer = Trainer(cfg.validate(), run_dir, device="cpu", tensorboard=False)
     trainer.resume()
-    options = SamplerOptions.from_config(cfg.sample, steps=args.sample_steps)
+    options = cfg.sample.replace(steps=args.sample_steps)
     labels = torch.arange(args.samples) % cfg.model.num_classes
 
     print(f"real data: accuracy {real['accuracy']:.3f}, FD of {args.samples} vs {args.samples} real videos "

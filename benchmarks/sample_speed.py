@@ -16,8 +16,10 @@ import time
 import torch
 
 from hpdm_core.config import preset
-from hpdm_core.model import build_denoiser, count_parameters
-from hpdm_core.sampling import SamplerOptions, count_tile_evaluations, generate
+from hpdm_core.diffusion import build_denoiser
+from hpdm_core.model import count_parameters
+from hpdm_core.config import SampleConfig
+from hpdm_core.sampling import count_tile_evaluations, generate
 
 MODES = ["none", "f", "h", "w", "fh", "fw", "hw", "fhw"]
 
@@ -33,7 +35,7 @@ def small_config(adaptive: bool, size: str):
     return cfg.validate()
 
 
-def timed(denoiser, options: SamplerOptions, num: int, device: torch.device, repeats: int) -> float:
+def timed(denoiser, options: SampleConfig, num: int, device: torch.device, repeats: int) -> float:
     """Best time of `repeats` runs (the least disturbed by other processes).
 
     On CPU this is the process's CPU time with one thread: other processes on a shared machine
@@ -69,18 +71,18 @@ def main() -> None:
     models = {adaptive: build_denoiser(small_config(adaptive, size)).to(device).eval() for adaptive in (True, False)}
     models[False].load_state_dict(models[True].state_dict())  # same weights: only the block schedule differs
     geometry = models[True].geometry
-    base = SamplerOptions(steps=args.steps, overlap="hw", tile_batch=args.tile_batch)
+    base = SampleConfig(steps=args.steps, overlap="hw", tile_batch=args.tile_batch)
     print(f"device {device}, {count_parameters(models[True]):,} parameters, {geometry.num_levels} levels of "
           f"{'x'.join(map(str, geometry.patch))} patches -> {'x'.join(map(str, geometry.target))}, "
           f"N0 = {args.steps}, {args.num} video(s) per run, best of {args.repeats} "
           f"({'CPU seconds, one thread' if device.type == 'cpu' else 'wall seconds'})")
-    timed(models[True], SamplerOptions(steps=1, overlap="none", tile_batch=args.tile_batch), 1, device, 1)  # warm-up
+    timed(models[True], SampleConfig(steps=1, overlap="none", tile_batch=args.tile_batch), 1, device, 1)  # warm-up
 
     print("\n1-2. caching x adaptive computation (overlap hw)")
     times = {}
     for adaptive in (True, False):
         for cache in (True, False):
-            options = SamplerOptions(**{**base.__dict__, "cache": cache})
+            options = base.replace(cache=cache)
             times[adaptive, cache] = timed(models[adaptive], options, args.num, device, args.repeats)
             print(f"  adaptive {'on ' if adaptive else 'off'}  cache {'on ' if cache else 'off'}  "
                   f"{times[adaptive, cache]:7.2f} s")
@@ -91,9 +93,9 @@ def main() -> None:
           f"cache off: {times[False, False] / times[True, False]:.2f}x")
 
     print("\n3. overlap modes (adaptive on, cache on): time / time(none) vs tile evaluations / those of none")
-    evaluations = {mode: count_tile_evaluations(geometry, SamplerOptions(steps=args.steps, overlap=mode), args.num)
+    evaluations = {mode: count_tile_evaluations(geometry, SampleConfig(steps=args.steps, overlap=mode), args.num)
                    for mode in MODES}
-    mode_times = {mode: timed(models[True], SamplerOptions(**{**base.__dict__, "overlap": mode}), args.num, device,
+    mode_times = {mode: timed(models[True], base.replace(overlap=mode), args.num, device,
                               args.repeats) for mode in MODES}
     print(f"  {'mode':5} {'seconds':>8} {'time ratio':>11} {'tile ratio':>11} {'tiles/s':>9}")
     for mode in MODES:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpdm_cli.app import app
-from hpdm_cli.common import print_json, stderr, stdout
+from hpdm_cli.common import flag, print_json, stderr, stdout
 
 
 class Suite(str, Enum):
@@ -19,33 +18,36 @@ class Suite(str, Enum):
     inference = "inference"
 
 
-@app.command()
 def ablate(
-    suite: Suite = typer.Option(Suite.architecture, "--suite", help="architecture (Table 2: train the variants) or "
-                                "inference (Table 3: overlap strategies on one checkpoint)."),
-    out: Path = typer.Option(..., "--out", help="Ablation folder: one run folder per variant, table.md, results.json. "
-                             "Run again to resume."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Dataset file (.h5); architecture: required; inference: "
-                                        "default the run's data."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Base config of the variants: tiny, hpdm-s, hpdm-m, hpdm-l."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file applied over the preset."),
-    overrides: list[str] = typer.Option([], "--set", help="section.key=value for every variant (repeatable)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of every variant (equal budgets)."),
-    variants: Optional[str] = typer.Option(None, "--variants", help="Comma-separated subset of default, shallow, "
-                                           "detach, no-adaptive, no-coords (default: all)."),
-    run: Optional[Path] = typer.Option(None, "--run", help="Inference suite: the run folder to sample."),
-    strategies: Optional[str] = typer.Option(None, "--strategies", help="Inference suite: comma-separated subset of "
-                                             "none, w, h, hw, f, fw, fh, fhw (default: all)."),
-    i3d: Optional[Path] = typer.Option(None, "--i3d", help="I3D weights for FVD (i3d_torchscript.pt or "
-                                       "i3d_pretrained_400.pt); without: a labelled proxy FD with a random I3D."),
-    num: int = typer.Option(512, "--num", help="Generated (and real) videos per distance: FVD@N."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed, the same for every variant."),
-    sample_steps: Optional[int] = typer.Option(None, "--sample-steps", help="Level-0 sampling steps (default: the config's)."),
-    overlap: Optional[str] = typer.Option(None, "--overlap", help="Architecture suite: overlap used to sample "
-                                          "(default: the config's sample.overlap)."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Videos sampled together."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+    suite: Annotated[Suite, typer.Option("--suite", help="architecture (Table 2: train the variants) or "
+                                         "inference (Table 3: overlap strategies on one checkpoint).")] = Suite.architecture,
+    out: Annotated[Path, typer.Option("--out", help="Ablation folder: one run folder per variant, table.md, "
+                                      "results.json. Run again to resume.")] = ...,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Dataset file (.h5); architecture: required; "
+                                                 "inference: default the run's data.")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Base config of the variants: tiny, hpdm-s, "
+                                                  "hpdm-m, hpdm-l.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file applied over the preset.")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="section.key=value for every variant "
+                                                           "(repeatable).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps of every variant (equal budgets).")] = None,
+    variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated subset of default, shallow, "
+                                                    "detach, no-adaptive, no-coords (default: all).")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", help="Inference suite: the run folder to sample.")] = None,
+    strategies: Annotated[Optional[str], typer.Option("--strategies", help="Inference suite: comma-separated subset "
+                                                      "of none, w, h, hw, f, fw, fh, fhw (default: all).")] = None,
+    i3d: Annotated[Optional[Path], typer.Option("--i3d", help="I3D weights for FVD (i3d_torchscript.pt or "
+                                                "i3d_pretrained_400.pt); without: a labelled proxy FD with a random "
+                                                "I3D.")] = None,
+    num: Annotated[int, typer.Option("--num", help="Generated (and real) videos per distance: FVD@N.")] = 512,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed, the same for every variant.")] = 0,
+    sample_steps: Annotated[Optional[int], typer.Option("--sample-steps", help="Level-0 sampling steps (default: "
+                                                        "the config's).")] = None,
+    overlap: Annotated[Optional[str], typer.Option("--overlap", help="Architecture suite: overlap used to sample "
+                                                   "(default: the config's sample.overlap).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Videos sampled together.")] = 4,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    json_out: Annotated[bool, flag("--json", "Print the results as JSON on stdout.")] = False,
 ) -> None:
     """Reproduce the paper's ablations on your data and print one table in its format."""
     from hpdm_core import ablation, report
@@ -77,7 +79,7 @@ def ablate(
                 raise BadInputError("--run and --strategies belong to --suite inference")
             if data is None or steps is None:
                 raise BadInputError("--suite architecture needs --data FILE.h5 and --steps N (the budget of each variant)")
-            from hpdm_core.training import build_config
+            from hpdm_core.config import build_config
 
             base = build_config(preset, config, overrides)
             if base is None:

@@ -1,16 +1,16 @@
 """The `hpdm` Typer application.
 
-Each command lives in its own module that adds itself to `app` on import; this file only
-collects them and turns HPDMError into a message on stderr and the documented exit code.
+Each command is a plain function in its own module; this file registers them, in the order
+`hpdm --help` lists them, and turns HPDMError into a message on stderr and the documented exit code.
 """
 
-import importlib
 import sys
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-
+from hpdm_cli import ablate, classifier, evaluate, prepare, sample, train
 from hpdm_cli.common import stderr
 from hpdm_core.errors import HPDMError
 
@@ -22,17 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Command modules, in the order `hpdm --help` lists them.
-_COMMAND_MODULES = (
-    "hpdm_cli.prepare",
-    "hpdm_cli.train",
-    "hpdm_cli.classifier",
-    "hpdm_cli.sample",
-    "hpdm_cli.evaluate",
-    "hpdm_cli.ablate",
-)
-
-
 
 def _show_version(value: bool) -> None:
     if value:
@@ -43,14 +32,19 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                          help="Print hpdm's version and exit.")) -> None:
+def _options(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, metavar="",
+                                                   help="Print hpdm's version and exit.")] = False) -> None:
     """Hierarchical Patch Diffusion Models: prepare data, train, sample, evaluate."""
 
 
-def _register() -> None:
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name)
+app.command("info")(prepare.info)
+app.command()(train.train)
+app.command("train-classifier")(classifier.train_classifier_command)
+app.command()(sample.sample)
+app.command("eval-fvd")(evaluate.eval_fvd)
+app.command("convert-i3d")(evaluate.convert_i3d)
+app.command()(ablate.ablate)
+app.add_typer(prepare.prepare_app, name="prepare")
 
 
 def _fail(err: Exception, code: int) -> None:
@@ -60,7 +54,6 @@ def _fail(err: Exception, code: int) -> None:
 
 
 def main() -> None:
-    _register()
     try:
         app()  # standalone: click reports usage errors itself, with exit code 2
     except HPDMError as err:

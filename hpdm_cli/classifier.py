@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,14 +9,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.app import app
-from hpdm_cli.common import print_json, stderr, stdout
+from hpdm_cli.common import PlainProgress, flag, print_json, stderr, stdout
 from hpdm_core.files import check_output
 
 PLAIN_LOG_SECONDS = 10.0  # without a terminal (CI logs), one progress line this often (a short job)
 
 
-@app.command("train-classifier")
 def train_classifier_command(
     data: Annotated[Path, typer.Option("--data", help="labelled dataset file from `hpdm prepare` (.h5)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="classifier checkpoint to write (.pt)")],
@@ -27,12 +24,12 @@ def train_classifier_command(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="clips per step [32]")] = None,
     width: Annotated[Optional[int], typer.Option(min=1, help="channels of the first stage; features have 8 x width [16]")] = None,
     lr: Annotated[Optional[float], typer.Option(min=0.0, help="AdamW learning rate [3e-3]")] = None,
-    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="random horizontal flips (off for classes that differ by left and right)")] = True,
+    flip: Annotated[bool, flag("--flip/--no-flip", "random horizontal flips (off for classes that differ by left and right)")] = True,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.99, help="share of each class's videos (whole groups) kept unseen")] = 0.1,
     seed: Annotated[int, typer.Option(help="seed of the split, the initialisation and the clips")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out")] = False,
+    as_json: Annotated[bool, flag("--json", "print one JSON object")] = False,
 ) -> None:
     """Train a small 3-D conv classifier on the labels of a dataset file.
 
@@ -49,7 +46,7 @@ def train_classifier_command(
     options = {key: value for key, value in given.items() if value is not None}
     stderr.print(f"[bold]hpdm train-classifier[/] {data} -> {out} on {run_device}")
     plain = not stderr.is_terminal
-    last_line = {"time": 0.0}
+    lines = None  # the total is known at the first report
     columns = (MofNCompleteColumn(), BarColumn(bar_width=12), TextColumn("{task.fields[stats]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=True, disable=plain) as progress:
@@ -58,9 +55,9 @@ def train_classifier_command(
         def report(step: int, total: int, stats: dict) -> None:
             text = f"loss {stats['loss']:.3f} batch accuracy {stats['batch_accuracy']:.2f}"
             progress.update(task, completed=step, total=total, stats=text)
-            now = time.monotonic()
-            if plain and (now - last_line["time"] >= PLAIN_LOG_SECONDS or step == total):
-                last_line["time"] = now
+            nonlocal lines
+            lines = lines or PlainProgress("steps", total, enabled=plain, every=PLAIN_LOG_SECONDS)
+            if lines.due(step):
                 stderr.print(f"step {step}/{total} {text}", highlight=False)
 
         summary = train_classifier(data, out, frames=frames, resolution=resolution, holdout=holdout, seed=seed,

@@ -5,6 +5,7 @@ import sys
 import time
 from typing import Any
 
+import typer
 from rich.console import Console
 
 # Results go to stdout; progress bars and messages to stderr (DESIGN.md, Conventions).
@@ -12,6 +13,11 @@ stderr = Console(stderr=True)
 stdout = Console()
 
 PLAIN_LOG_SECONDS = 30.0  # without a terminal (CI logs): a plain progress line at least this often
+
+
+def flag(names: str, help: str) -> Any:
+    """A boolean option shown in --help as the flag it is (`--x/--no-x`), without a `<bool>` value column."""
+    return typer.Option(names, help=help, metavar="")
 
 
 def print_json(obj: Any) -> None:
@@ -29,17 +35,24 @@ class PlainProgress:
     shows up only at the end: the first update, then every PLAIN_LOG_SECONDS, and the last one.
     Disabled, it prints nothing (a terminal shows the Rich bar instead)."""
 
-    def __init__(self, label: str, total: int, enabled: bool, every: float = PLAIN_LOG_SECONDS):
+    def __init__(self, label: str, total: int, enabled: bool, every: float = PLAIN_LOG_SECONDS, done: int = 0):
         self.label, self.total, self.enabled, self.every = label, total, enabled, every
-        self.done, self.start, self.last = 0, time.monotonic(), None
+        self.done, self.start, self.last = done, time.monotonic(), None
+
+    def due(self, done: int, force: bool = False) -> bool:
+        """Record progress `done`; whether a line is due now (always when forced)."""
+        self.done = done
+        now = time.monotonic()
+        if not self.enabled or not (force or self.last is None or now - self.last >= self.every
+                                    or self.done >= self.total):
+            return False
+        self.last = now
+        return True
 
     def update(self, advance: int) -> None:
-        self.done += advance
-        now = time.monotonic()
-        if not self.enabled or (self.last is not None and now - self.last < self.every
-                                    and self.done < self.total):
+        if not self.due(self.done + advance):
             return
-        self.last = now
+        now = time.monotonic()
         rate = self.done / max(now - self.start, 1e-9)
         eta = (self.total - self.done) / max(rate, 1e-9)
         plain_line(f"{self.label} {self.done}/{self.total} {100 * self.done / max(self.total, 1):.0f}% "

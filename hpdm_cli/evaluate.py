@@ -11,8 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.app import app
-from hpdm_cli.common import print_json, stderr, stdout
+from hpdm_cli.common import flag, print_json, stderr, stdout
 
 
 class ProtocolName(str, Enum):
@@ -20,7 +19,6 @@ class ProtocolName(str, Enum):
     tf = "tf"
 
 
-@app.command("eval-fvd")
 def eval_fvd(
     real: Annotated[Path, typer.Option("--real", help="real videos: dataset file (.h5; UCF-101 train+test for the protocol)")],
     fake: Annotated[Path, typer.Option("--fake", help="generated videos: dataset file (.h5), folder of mp4/gif/avi, or .npz uint8 [N,F,H,W,3]")],
@@ -34,13 +32,13 @@ def eval_fvd(
     subsample: Annotated[int, typer.Option(help="take every n-th frame")] = 1,
     resolution: Annotated[Optional[int], typer.Option(help="resize clips to this square size before the networks (match the generator)")] = None,
     seed: Annotated[int, typer.Option(min=0, help="seed of the real clips' random start frames")] = 0,
-    repeat_real: Annotated[bool, typer.Option("--repeat-real", help="with fewer long-enough real videos than --num, take more clips per video (not a protocol: the result is not comparable)")] = False,
+    repeat_real: Annotated[bool, flag("--repeat-real/--no-repeat-real", "with fewer long-enough real videos than --num, take more clips per video (not a protocol: the result is not comparable)")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="clips per forward pass")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
     cache_dir: Annotated[Optional[Path], typer.Option(help="real-statistics cache root [$HPDM_CACHE or ~/.cache/hpdm]")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute the real statistics")] = False,
+    cache: Annotated[bool, flag("--cache/--no-cache", "reuse cached real statistics (--no-cache: recompute them)")] = True,
     classifier: Annotated[Optional[Path], typer.Option("--classifier", help="a classifier from `hpdm train-classifier`: adds the accuracy of the requested classes and an FD in its features (alone, without --i3d/--random-i3d: FVD is skipped)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, flag("--json", "print one JSON object")] = False,
 ) -> None:
     """FVD (I3D), with --c3d video Inception Score (C3D), with --classifier class accuracy and FD in
     the eyes of a classifier trained on your own data, of generated videos.
@@ -48,10 +46,21 @@ def eval_fvd(
     Under torchrun every process embeds its share of the clips and rank 0 reports the merged result.
     """
     from hpdm_core import distributed as dist_lib
-    from hpdm_core.metrics.fvd import evaluate
 
     distributed = dist_lib.launched()
-    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), str(dist_lib.resolve_device(device)))
+    with dist_lib.process_group(device) as (env, run_device):
+        result = _evaluate(real, fake, i3d, c3d, c3d_mean, random_i3d, protocol, num, frames, subsample, resolution,
+                           seed, batch_size, str(run_device), cache_dir, cache, repeat_real, classifier, distributed,
+                           env)
+    if result is None:  # not rank 0: its statistics were merged into rank 0's result
+        return
+    _report(result, as_json)
+
+
+def _evaluate(real, fake, i3d, c3d, c3d_mean, random_i3d, protocol, num, frames, subsample, resolution, seed,
+              batch_size, run_device, cache_dir, cache, repeat_real, classifier, distributed, env):
+    from hpdm_core.metrics.fvd import evaluate
+
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=stderr, transient=True, disable=not env.is_main)
     tasks: dict[str, int] = {}
@@ -61,18 +70,16 @@ def eval_fvd(
             tasks[label] = progress.add_task(label, total=total or None)
         progress.update(tasks[label], completed=done)
 
-    try:
-        with progress, warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            result = evaluate(real, fake, i3d=i3d, c3d=c3d, c3d_mean=c3d_mean, random_i3d_seed=random_i3d,
-                              protocol=protocol.value, num=num, frames=frames, subsample=subsample,
-                              resolution=resolution, seed=seed, batch_size=batch_size, device=run_device,
-                              cache_dir=cache_dir, use_cache=not no_cache, progress=report, distributed=distributed,
-                              repeat_real=repeat_real, classifier_path=classifier)
-    finally:
-        dist_lib.destroy()
-    if result is None:  # not rank 0: its statistics were merged into rank 0's result
-        return
+    with progress, warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        return evaluate(real, fake, i3d=i3d, c3d=c3d, c3d_mean=c3d_mean, random_i3d_seed=random_i3d,
+                        protocol=protocol.value, num=num, frames=frames, subsample=subsample,
+                        resolution=resolution, seed=seed, batch_size=batch_size, device=run_device,
+                        cache_dir=cache_dir, use_cache=cache, progress=report, distributed=distributed,
+                        repeat_real=repeat_real, classifier_path=classifier)
+
+
+def _report(result: dict, as_json: bool) -> None:
     for note in result["warnings"]:
         stderr.print(f"[yellow]warning:[/] {note}")
     for note in result.get("classifier_notes", []) + result.get("cache_notes", []):
@@ -117,12 +124,11 @@ def _classifier_rows(table: Table, result: dict) -> None:
     table.add_row("classifier", result["classifier_checkpoint"])
 
 
-@app.command("convert-i3d")
 def convert_i3d(
     tfhub_dir: Annotated[Path, typer.Argument(help="unpacked TF-Hub module deepmind/i3d-kinetics-400/1")],
     out: Annotated[Path, typer.Option("--out", "-o", help="state dict to write (pytorch-i3d layout, .pt)")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out")] = False,
+    as_json: Annotated[bool, flag("--json", "print one JSON object")] = False,
 ) -> None:
     """Convert the TF-Hub I3D (needs hpdm's tfhub extra) into a state dict for --i3d."""
     import torch

@@ -10,15 +10,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.app import app
-from hpdm_cli.common import print_json, stderr, stdout
+from hpdm_cli.common import flag, print_json, stderr, stdout
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.data.synthetic import make_synthetic
 from hpdm_core.data.ucf101 import prepare_ucf101
 from hpdm_core.files import check_output
 
 prepare_app = typer.Typer(help="Pack videos into one HDF5 dataset file.", no_args_is_help=True)
-app.add_typer(prepare_app, name="prepare")
 
 
 def _progress() -> Progress:
@@ -48,9 +46,9 @@ def ucf101(
     max_frames: Annotated[Optional[int], typer.Option(help="keep at most this many frames per video")] = None,
     workers: Annotated[int, typer.Option(help="decoding processes")] = max(1, min(8, os.cpu_count() or 1)),
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
-    restart: Annotated[bool, typer.Option("--restart", help="discard an interrupted run's decoded videos")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out made otherwise (a finished run with the same arguments is kept)")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the result as one JSON object")] = False,
+    restart: Annotated[bool, flag("--restart/--no-restart", "discard an interrupted run's decoded videos")] = False,
+    overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out made otherwise (a finished run with the same arguments is kept)")] = False,
+    as_json: Annotated[bool, flag("--json", "print the result as one JSON object")] = False,
 ) -> None:
     """Decode UCF-101 videos (resumable: rerun the same command after a crash)."""
     with _progress() as bar:
@@ -84,8 +82,8 @@ def synthetic(
     seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same videos")] = 0,
     fps: Annotated[float, typer.Option(help="frame rate stored with the videos")] = 8.0,
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the file summary as one JSON object")] = False,
+    overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out")] = False,
+    as_json: Annotated[bool, flag("--json", "print the file summary as one JSON object")] = False,
 ) -> None:
     """Write procedural videos: one moving object whose shape and colour follow the class."""
     check_output(out, overwrite)
@@ -99,10 +97,9 @@ def synthetic(
     store.close()
 
 
-@app.command("info")
 def info(
     path: Annotated[Path, typer.Argument(help="dataset file (.h5) made by `hpdm prepare`")],
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    as_json: Annotated[bool, flag("--json", "print one JSON object")] = False,
 ) -> None:
     """Check a dataset file and print its summary."""
     store = VideoStore(path)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hpdm_cli.app import app
-from hpdm_cli.common import PlainProgress, print_json, stderr, stdout
+from hpdm_cli.common import PlainProgress, flag, print_json, stderr, stdout
 
 
 def _class_names(data_path: str, num_classes: int) -> list[str]:
@@ -24,31 +23,33 @@ def _class_names(data_path: str, num_classes: int) -> list[str]:
     return names if len(names) >= num_classes else [f"class_{k}" for k in range(num_classes)]
 
 
-@app.command()
 def sample(
-    run: Path = typer.Option(..., "--run", "--run-dir", help="Run folder (config.toml, checkpoints/)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint file; default: the run's latest."),
-    num: int = typer.Option(8, "--num", help="Number of videos."),
-    classes: list[int] = typer.Option([], "--class", help="Class of every sample (once) or of each sample "
-                                      "(once per sample); default cycles 0..K-1."),
-    overlap: Optional[str] = typer.Option(None, "--overlap", help="Overlapped axes: none or letters of fhw "
-                                          "(default: the run's sample.overlap)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Level-0 steps N0; level l takes max(1, N0 // 2**l)."),
-    guidance: Optional[float] = typer.Option(None, "--cfg", help="Classifier-free guidance weight (1 = off)."),
-    seed: int = typer.Option(0, "--seed", help="Seed; sample i always gets the same noise for a seed."),
-    out: Path = typer.Option(Path("samples.mp4"), "--out", help="Output file."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="mp4, gif, h5 or npz (default: from --out's suffix)."),
-    save_levels: bool = typer.Option(False, "--save-levels", help="Also write every lower level's canvases."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the lower levels at every step."),
-    offload_cache: bool = typer.Option(False, "--offload-cache", help="Keep the activation cache on CPU."),
-    tile_batch: Optional[int] = typer.Option(None, "--tile-batch", help="Patch chains per network call "
-                                             "(0 = from free memory)."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Videos generated together."),
-    fps: float = typer.Option(8.0, "--fps", help="Frame rate written to mp4/gif/h5."),
-    raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    run: Annotated[Path, typer.Option("--run", "--run-dir", help="Run folder (config.toml, checkpoints/).")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A checkpoint file; default: the run's latest.")] = None,
+    num: Annotated[int, typer.Option("--num", help="Number of videos.")] = 8,
+    classes: Annotated[Optional[list[int]], typer.Option("--class", help="Class of every sample (once) or of each sample "
+                                                         "(once per sample); default cycles 0..K-1.")] = None,
+    overlap: Annotated[Optional[str], typer.Option("--overlap", help="Overlapped axes: none or letters of fhw "
+                                                   "(default: the run's sample.overlap).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Level-0 steps N0; level l takes max(1, N0 // 2**l).")] = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", "--cfg", help="Classifier-free guidance weight "
+                                                      "(1 = off; --cfg is its old name).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed; sample i always gets the same noise for a seed.")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("samples.mp4"),
+    overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "Replace existing output files.")] = False,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="mp4, gif, h5 or npz (default: from --out's suffix).")] = None,
+    save_levels: Annotated[bool, flag("--save-levels/--no-save-levels", "Also write every lower level's canvases.")] = False,
+    cache: Annotated[Optional[bool], flag("--cache/--no-cache", "Reuse the lower levels' activations at every step "
+                                          "(default: the run's sample.cache).")] = None,
+    offload_cache: Annotated[Optional[bool], flag("--offload-cache/--no-offload-cache", "Keep the activation cache "
+                                                  "on CPU (default: the run's sample.offload_cache).")] = None,
+    tile_batch: Annotated[Optional[int], typer.Option("--tile-batch", help="Patch chains per network call "
+                                                      "(0 = from free memory).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Videos generated together.")] = 4,
+    fps: Annotated[float, typer.Option("--fps", help="Frame rate written to mp4/gif/h5.")] = 8.0,
+    raw: Annotated[bool, flag("--raw/--no-raw", "Use the raw weights instead of the EMA.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    json_out: Annotated[bool, flag("--json", "Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Generate videos level by level, tile by tile, with activation caching.
 
@@ -72,35 +73,31 @@ def sample(
     if not (math.isfinite(fps) and fps > 0):
         raise BadInputError(f"--fps must be a positive number, got {fps}")
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
-        raise BadInputError(f"--cfg must be a finite number >= 0 (1 = no guidance), got {guidance}")
+        raise BadInputError(f"--guidance/--cfg must be a finite number >= 0 (1 = no guidance), got {guidance}")
     if overlap is not None:
         parse_overlap(overlap)
+    classes = classes or []
     if any(c < 0 for c in classes):
         raise BadInputError(f"--class must be >= 0, got {min(classes)}")
     for path in output_files(out, fmt, num):
         check_output(path, overwrite)
-    distributed = dist_lib.launched()
-    env, run_device = dist_lib.init(device) if distributed else (dist_lib.DistEnv(), str(dist_lib.resolve_device(device)))
-    try:
-        _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, no_cache,
-                offload_cache, tile_batch, batch_size, fps, raw, run_device, json_out, distributed, env, overwrite)
-    finally:
-        dist_lib.destroy()
+    with dist_lib.process_group(device) as (env, run_device):
+        _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, cache,
+                offload_cache, tile_batch, batch_size, fps, raw, str(run_device), json_out, dist_lib.launched(), env,
+                overwrite)
 
 
-def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, no_cache,
+def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, cache,
             offload_cache, tile_batch, batch_size, fps, raw, device, json_out, distributed, env, overwrite) -> None:
     from hpdm_core import distributed as dist_lib
     from hpdm_core.checkpoint import load_for_inference
     from hpdm_core.consistency import consistency_report
     from hpdm_core.files import check_output
-    from hpdm_core.sampling import (SamplerOptions, count_tile_evaluations, generate, output_files, resolve_labels,
-                                    save_samples)
+    from hpdm_core.sampling import count_tile_evaluations, generate, output_files, resolve_labels, save_samples
 
     cfg, denoiser, info = load_for_inference(run, checkpoint, use_ema=not raw, device=device)
-    options = SamplerOptions.from_config(cfg.sample, overlap=overlap, steps=steps, guidance=guidance,
-                                         tile_batch=tile_batch, cache=False if no_cache else None,
-                                         offload_cache=True if offload_cache else None).validate()
+    options = cfg.sample.replace(overlap=overlap, steps=steps, guidance=guidance, tile_batch=tile_batch,
+                                 cache=cache, offload_cache=offload_cache).validate()
     labels = resolve_labels(classes, num, denoiser.num_classes)
     geometry = denoiser.geometry
     for path in output_files(out, fmt, num, geometry.num_levels, save_levels):  # the level files too

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hpdm_cli.app import app
-from hpdm_cli.common import PLAIN_LOG_SECONDS, plain_line, print_json, stderr, stdout
-from hpdm_core.errors import BadInputError, HPDMError
+from hpdm_cli.common import PlainProgress, flag, plain_line, print_json, stderr, stdout
+from hpdm_core.errors import BadInputError
 
 
-@app.command()
 def train(
-    data: Optional[Path] = typer.Option(None, "--data", help="Dataset file from `hpdm prepare` (required for a new run)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="tiny, hpdm-s, hpdm-m or hpdm-l."),
-    run_dir: Path = typer.Option(..., "--run-dir", help="Run folder: config, checkpoints, metrics. Resumed if it exists."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Total steps of the run (a resumed run stops there too)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file applied over the preset."),
-    overrides: list[str] = typer.Option([], "--set", help="section.key=value, e.g. model.fusion=shallow (repeatable)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Shortcut for --set train.batch_size=N."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)."),
-    fsdp: bool = typer.Option(False, "--fsdp", help="Under torchrun: shard every RIN block with FSDP2 instead of DDP."),
-    json_out: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout."),
+    data: Annotated[Optional[Path], typer.Option("--data", help="Dataset file from `hpdm prepare` (required for a new run).")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="tiny, hpdm-s, hpdm-m or hpdm-l.")] = None,
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Run folder: config, checkpoints, metrics. Resumed if it exists.")] = ...,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Total steps of the run (a resumed run stops there too).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file applied over the preset.")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="section.key=value, e.g. model.fusion=shallow (repeatable).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Shortcut for --set train.batch_size=N.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK).")] = "auto",
+    fsdp: Annotated[bool, flag("--fsdp/--no-fsdp", "Under torchrun: shard every RIN block with FSDP2 instead of DDP.")] = False,
+    json_out: Annotated[bool, flag("--json", "Print the final summary as JSON on stdout.")] = False,
 ) -> None:
     """Train HPDM on nested patch hierarchies (LAMB, warm-up + cosine, EMA).
 
@@ -37,36 +34,19 @@ def train(
 
     if fsdp and not dist_lib.launched():
         raise BadInputError("--fsdp shards the model over processes: launch with torchrun --nproc_per_node=N")
-    env, run_device = dist_lib.init(device) if dist_lib.launched() else (dist_lib.DistEnv(), device)
     try:
-        _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env)
+        with dist_lib.process_group(device) as (env, run_device):
+            _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env)
     finally:
         unlock_run_dir(run_dir)  # taken by setup_run on rank 0; the OS drops it anyway when the process ends
-        dist_lib.destroy()
-
-
-def _setup(run_dir, requested, data, steps, env):
-    """setup_run on rank 0 only (it writes config.toml); its outcome, or its error, on every rank."""
-    from hpdm_core import distributed as dist_lib
-    from hpdm_core.training import setup_run
-
-    outcome = None
-    if env.is_main:
-        try:
-            outcome = setup_run(run_dir, requested, data=data, steps=steps)
-        except HPDMError as err:
-            outcome = err
-    outcome = dist_lib.broadcast_object(outcome)
-    if isinstance(outcome, HPDMError):
-        raise outcome
-    return outcome
 
 
 def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, fsdp, json_out, env) -> None:
-    from hpdm_core.training import Trainer, build_config
+    from hpdm_core.config import build_config
+    from hpdm_core.training import Trainer, setup_run
 
     requested = build_config(preset, config, overrides, batch_size)
-    cfg, resumed = _setup(run_dir, requested, data, steps, env)
+    cfg, resumed = setup_run(run_dir, requested, data=data, steps=steps)
     trainer = Trainer(cfg, run_dir, device=device, rank=env.rank, world_size=env.world_size, fsdp=fsdp)
     start = trainer.resume()
     if not env.is_main:  # the other ranks train silently
@@ -90,8 +70,8 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
     columns = (MofNCompleteColumn(), BarColumn(bar_width=12), TextColumn("{task.fields[stats]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     plain = not stderr.is_terminal  # CI logs: plain lines, since a live bar only shows up at the end
+    lines = PlainProgress("steps", t.steps, enabled=plain, done=start)
     gap = {"text": ""}
-    last_line = {"time": 0.0}
     with Progress(*columns, console=stderr, transient=False, disable=plain) as progress:
         task = progress.add_task("train", total=t.steps, completed=start, stats="")
 
@@ -102,10 +82,7 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
             stats = (f"loss {m['loss']:.4f} (levels {levels}){gap['text']} "
                      f"{m['steps_per_s']:.2f} step/s {m['videos_per_s']:.1f} vid/s")
             progress.update(task, completed=m["step"], stats=stats)
-            now = time.monotonic()
-            if plain and (now - last_line["time"] >= PLAIN_LOG_SECONDS or m["step"] == t.steps
-                          or "label_gap_sigma_8" in m):
-                last_line["time"] = now
+            if lines.due(m["step"], force="label_gap_sigma_8" in m):
                 left = (t.steps - m["step"]) / max(m["steps_per_s"], 1e-9)
                 plain_line(f"step {m['step']}/{t.steps} {stats} eta {left / 60:.1f} min")
 

@@ -24,7 +24,6 @@ import json
 import math
 import statistics
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,13 +35,12 @@ import torch.nn.functional as F
 from hpdm_core.distributed import resolve_device
 from hpdm_core.config import Config
 from hpdm_core.errors import BadInputError
-from hpdm_core.files import atomic_write, atomic_write_text, check_folder
-from hpdm_core.seeding import generator
+from hpdm_core.files import atomic_write_text, check_folder
+from hpdm_core.seeding import REAL_CLIPS_STREAM, generator, rng
 
 RESULT_NAME = "result.json"
 PROXY_SEED = 0  # the random I3D behind the proxy distance; fixed so tables of different runs agree
 PROXY_MIN_SIZE = 32  # the proxy I3D sees canvases at their own size, upsampled to at least this
-REAL_CLIP_STREAM = 0xAB1A  # generator stream of the real clips' start frames
 Log = Callable[[str], None]
 
 
@@ -57,17 +55,14 @@ class Variant:
     def apply(self, base: Config) -> Config:
         from hpdm_core.config import apply_overrides
 
-        cfg = apply_overrides(base, list(self.overrides))
-        if self.name == "no-adaptive":  # every block processes every level
-            cfg.model.levels_per_block = [cfg.model.num_levels] * cfg.model.num_blocks
-        return cfg.validate()
+        return apply_overrides(base, list(self.overrides)).validate()
 
 
 # In the order of the paper's Table 2 (its default row last).
 ARCHITECTURE_VARIANTS = {v.name: v for v in (
     Variant("shallow", "Shallow fusion", ("model.fusion=shallow",)),
     Variant("detach", "Context detach", ("model.detach_context=true",)),
-    Variant("no-adaptive", "No adaptive computation"),
+    Variant("no-adaptive", "No adaptive computation", ("model.adaptive_computation=false",)),
     Variant("no-coords", "No coordinates", ("model.use_coords=false",)),
     Variant("default", "Default model"),
 )}
@@ -159,14 +154,14 @@ def real_level_batches(cfg: Config, num: int, seed: int = 0, chunk: int = 16):
     frames, height, width = cfg.model.target
     clips = ClipDataset(cfg.data.path, frames=frames, resolution=(height, width),
                         frame_stride=cfg.data.frame_stride, flip=False)
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(len(clips)) for _ in range(-(-num // len(clips)))])[:num]
+    draws = rng(seed, REAL_CLIPS_STREAM)
+    order = np.concatenate([draws.permutation(len(clips)) for _ in range(-(-num // len(clips)))])[:num]
     last = cfg.model.num_levels - 1
     for first in range(0, num, chunk):
         videos = []
         for i in range(first, min(first + chunk, num)):
             # Clip i's start frame from its own generator: the caller's global RNG is left alone.
-            clip, _ = clips.clip(int(order[i]), generator(seed, i, REAL_CLIP_STREAM))
+            clip, _ = clips.clip(int(order[i]), generator(seed, i, REAL_CLIPS_STREAM))
             videos.append(clip.float())
         top = torch.stack(videos)
         yield [F.avg_pool3d(top, 2 ** (last - level)) if level < last else top for level in range(last + 1)]
@@ -175,34 +170,25 @@ def real_level_batches(cfg: Config, num: int, seed: int = 0, chunk: int = 16):
 def real_level_stats(cfg: Config, scorer: Scorer, num: int, cache_dir: Path, seed: int = 0,
                      log: Log | None = None) -> list:
     """Per-level real statistics, cached in cache_dir under everything that changes them."""
-    import hashlib
-
-    from hpdm_core.metrics.frechet import FeatureStats
+    from hpdm_core.metrics.frechet import FeatureStats, cache_file, load_stats, save_stats
 
     data = Path(cfg.data.path)
     stat = data.stat()
-    key = json.dumps({"version": 2, "data": str(data.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-                      "detector": scorer.detector_id, "num": num, "seed": seed, "target": cfg.model.target,
-                      "levels": cfg.model.num_levels, "stride": cfg.data.frame_stride, "min_size": scorer.min_size},
-                     sort_keys=True)
-    path = cache_dir / f"real_stats_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    path = cache_file(cache_dir, {
+        "version": 3, "data": str(data.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+        "detector": scorer.detector_id, "num": num, "seed": seed, "target": cfg.model.target,
+        "levels": cfg.model.num_levels, "stride": cfg.data.frame_stride, "min_size": scorer.min_size})
     levels = range(cfg.model.num_levels)
-    if path.is_file():
-        try:
-            with np.load(path) as arrays:
-                return [FeatureStats.from_arrays({k.split("/", 1)[1]: arrays[k] for k in arrays
-                                                  if k.startswith(f"{l}/")}) for l in levels]
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-            pass  # cut short by a kill: recomputed
+    cached = load_stats(path) if path.is_file() else None
+    if cached is not None and len(cached) == len(levels):
+        return cached
     if log:
         log(f"real statistics: {num} clips of {cfg.data.path} at {cfg.model.num_levels} levels")
     stats = [FeatureStats(scorer.detector.feature_dim) for _ in levels]
     for batch in real_level_batches(cfg, num, seed):
         for level in levels:
             level_stats(batch[level], scorer, stats[level])
-    arrays = {f"{l}/{k}": v for l, s in enumerate(stats) for k, v in s.to_arrays().items()}
-    with atomic_write(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, **arrays)
+    save_stats(path, stats)
     return stats
 
 
@@ -241,10 +227,10 @@ def sample_and_score(run_dir: Path, real_stats: list, scorer: Scorer, levels: li
     from hpdm_core.checkpoint import load_for_inference
     from hpdm_core.consistency import consistency_report
     from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
-    from hpdm_core.sampling import SamplerOptions, generate, resolve_labels
+    from hpdm_core.sampling import generate, resolve_labels
 
     cfg, denoiser, info = load_for_inference(run_dir, use_ema=True, device=device)
-    options = SamplerOptions.from_config(cfg.sample, steps=steps, overlap=overlap).validate()
+    options = cfg.sample.replace(steps=steps, overlap=overlap).validate()
     labels = resolve_labels([], num, denoiser.num_classes)
     fake = {level: FeatureStats(scorer.detector.feature_dim) for level in levels}
     reports, seconds, evaluations = [], 0.0, 0
@@ -268,7 +254,7 @@ def sample_and_score(run_dir: Path, real_stats: list, scorer: Scorer, levels: li
 
 def training_speed(run_dir: Path) -> float | None:
     """Median videos/s over the run's logged intervals: robust to the first (warm-up) interval."""
-    from hpdm_core.training import read_metrics
+    from hpdm_core.train_log import read_metrics
 
     path = run_dir / "metrics.jsonl"
     if not path.is_file():

@@ -140,7 +140,7 @@ def load_for_inference(run_dir: str | Path, checkpoint: str | Path | None = None
     The network is rebuilt from the checkpoint's own config; a run folder whose config.toml disagrees
     with it on the model or diffusion settings is refused rather than silently mixed.
     """
-    from hpdm_core.model import build_denoiser  # late: the model package is heavy and optional here
+    from hpdm_core.diffusion import build_denoiser  # late: the model package is heavy and optional here
 
     notes: list[str] = []
     if checkpoint is None:  # the run's newest usable checkpoint

@@ -12,6 +12,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import tomli_w
@@ -44,6 +45,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     fourier_features: int = 32  # per coordinate axis, for the tokens' global positions
     levels_per_block: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 3, 3])
+    adaptive_computation: bool = True  # false: every block processes every level ([num_levels] * num_blocks)
     fusion: str = "deep"  # deep | shallow | none
     detach_context: bool = False
     # Not in the paper (README, "The network"): the gradient that levels >= 1 send into the lower
@@ -55,6 +57,11 @@ class ModelConfig:
     interface_conditioning: bool = True
     init: str = "glorot"  # Linear weights: glorot (RIN's reference code) | vit (truncated normal, std 0.02)
     num_classes: int = 101  # index num_classes is the null class used for guidance
+
+    @property
+    def block_levels(self) -> list[int]:
+        """Block b processes the levels below block_levels[b] (DESIGN.md, adaptive computation)."""
+        return list(self.levels_per_block) if self.adaptive_computation else [self.num_levels] * self.num_blocks
 
     @property
     def target(self) -> list[int]:
@@ -107,16 +114,27 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
+    """How to sample (hpdm_core.sampling.generate): a run's defaults, which `hpdm sample` flags override."""
+
     steps: int = 128  # level 0; level l uses max(1, steps // 2**l)
     overlap: str = "hw"  # the paper's metrics setting; "fhw" for visualisations
-    cfg: float = 1.0  # classifier-free guidance weight; 1 = conditional only
+    guidance: float = 1.0  # classifier-free guidance weight w; 1 = conditional only (`cfg` up to 0.1.0)
     s_churn: float = 40.0  # EDM stochastic sampler, level 0 only
     s_tmin: float = 0.05
     s_tmax: float = 50.0
     s_noise: float = 1.003
-    tile_batch: int = 0  # 0: choose from free memory
+    tile_batch: int = 0  # chains per network call (cond and null copies count apart); 0: choose from free memory
     cache: bool = True
     offload_cache: bool = False
+    bf16: bool = True  # autocast on CUDA only
+
+    def replace(self, **changes: Any) -> "SampleConfig":
+        """A copy with the given settings changed; None leaves a setting as it is (an unset CLI flag)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> "SampleConfig":
+        validate_sample(self)
+        return self
 
 
 @dataclass
@@ -195,8 +213,13 @@ def preset(name: str) -> Config:
     return PRESETS[name]()
 
 
+# Renamed settings: the old name is still read (config.toml of older runs, --set), the new one written.
+RENAMED = {"sample.cfg": "sample.guidance"}
+
+
 def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
+    values = {RENAMED.get(f"{where}{key}", f"{where}{key}")[len(where):]: value for key, value in values.items()}
     kwargs = {}
     for key, value in values.items():
         if key not in known:
@@ -260,7 +283,8 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
         if "=" not in assignment:
             raise BadInputError(f"--set expects section.key=value, got {assignment!r}")
         key, text = assignment.split("=", 1)
-        parts = key.strip().split(".")
+        key = RENAMED.get(key.strip(), key.strip())
+        parts = key.split(".")
         if len(parts) != 2 or not hasattr(cfg, parts[0]) or not hasattr(getattr(cfg, parts[0]), parts[1]):
             raise BadInputError(f"unknown config key {key!r} (use section.key, e.g. train.lr=1e-3 or model.fusion=shallow)")
         section = getattr(cfg, parts[0])
@@ -319,17 +343,16 @@ def validate(cfg: Config) -> None:
     """Raise BadInputError naming the first setting that cannot work: types, finite numbers, ranges.
 
     The one place the library and the CLI check a config, before anything is built or written."""
-    for name in ("model", "diffusion", "data", "train", "sample"):
+    for name in ("model", "diffusion", "data", "train"):
         _check_types(getattr(cfg, name), name)
     _at_least(cfg, 1, "model.num_levels", "model.channels", "model.interface_dim", "model.latent_dim",
               "model.num_latents", "model.num_blocks", "model.latent_layers", "model.head_dim",
               "model.fourier_features", "model.num_classes", "data.frame_stride", "train.batch_size",
-              "train.steps", "train.accumulation", "train.log_every", "train.checkpoint_every", "sample.steps")
+              "train.steps", "train.accumulation", "train.log_every", "train.checkpoint_every")
     _at_least(cfg, 0, "data.num_workers", "train.weight_decay", "train.warmup_steps", "train.grad_clip",
-              "train.seed", "train.probe_every", "train.keep_last", "sample.cfg", "sample.s_churn", "sample.s_tmin",
-              "sample.tile_batch")
+              "train.seed", "train.probe_every", "train.keep_last")
     _positive(cfg, "model.mlp_ratio", "diffusion.sigma_data", "diffusion.p_std", "diffusion.sigma_min", "diffusion.rho",
-              "train.lr", "sample.s_noise")
+              "train.lr")
     m = cfg.model
     if len(m.patch) != 3 or len(m.token) != 3:
         raise BadInputError("model.patch and model.token need three sizes (frames, height, width)")
@@ -370,8 +393,100 @@ def validate(cfg: Config) -> None:
         raise BadInputError(f"train.trust_ratio {t.trust_ratio!r}: choose one of {', '.join(TRUST_RATIOS)}")
     if t.batch_size < 1 or t.accumulation < 1 or t.batch_size % t.accumulation:
         raise BadInputError("train.batch_size must be a positive multiple of train.accumulation")
-    if cfg.sample.s_tmax < cfg.sample.s_tmin:
-        raise BadInputError(f"sample.s_tmax {cfg.sample.s_tmax} must be at least sample.s_tmin {cfg.sample.s_tmin}")
+    validate_sample(cfg.sample)
+
+
+def validate_sample(sample: SampleConfig) -> None:
+    """The [sample] checks of validate, also run on their own for a SampleConfig given to the sampler."""
+    _check_types(sample, "sample")
+    cfg = SimpleNamespace(sample=sample)  # _at_least/_positive read section.key
+    _at_least(cfg, 1, "sample.steps")
+    _at_least(cfg, 0, "sample.guidance", "sample.s_churn", "sample.s_tmin", "sample.tile_batch")
+    _positive(cfg, "sample.s_noise")
+    if sample.s_tmax < sample.s_tmin:
+        raise BadInputError(f"sample.s_tmax {sample.s_tmax} must be at least sample.s_tmin {sample.s_tmin}")
     from hpdm_core.pyramid import parse_overlap  # late import: pyramid imports nothing from here
 
-    parse_overlap(cfg.sample.overlap)
+    parse_overlap(sample.overlap)
+
+
+# ----------------------------------------------------------------------------- composing and comparing configs
+
+# Settings that change nothing about the optimisation: a resumed run may change them freely.
+RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
+                "data.path", "data.num_workers", "data.fingerprint"}
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _network_dict(cfg: Config) -> dict[str, Any]:
+    """cfg as a dict, with the blocks' levels as the network uses them: levels_per_block = [L+1] * B and
+    adaptive_computation = false build the same network."""
+    values = cfg.to_dict()
+    values["model"]["levels_per_block"] = cfg.model.block_levels
+    values["model"].pop("adaptive_computation")
+    return values
+
+
+def config_conflicts(saved: Config, requested: Config) -> list[str]:
+    """Keys (section.key) on which two configs disagree in a way that changes the training run."""
+    a, b = _flatten(_network_dict(saved)), _flatten(_network_dict(requested))
+    return [k for k in a if not _same(a[k], b.get(k)) and k not in RUNTIME_KEYS and not k.startswith("sample.")]
+
+
+def describe_conflicts(saved: Config, requested: Config, limit: int = 6) -> str:
+    """`key = saved value (asked requested value)` for the first `limit` conflicts."""
+    a, b = _flatten(_network_dict(saved)), _flatten(_network_dict(requested))
+    return ", ".join(f"{k} = {a[k]!r} (asked {b.get(k)!r})" for k in config_conflicts(saved, requested)[:limit])
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with NaN equal to NaN (a run saved with a NaN setting is not in conflict with itself)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_config(preset_name: str | None = None, config_file: str | Path | None = None,
+                 overrides: list[str] | None = None, batch_size: int | None = None) -> Config | None:
+    """The config asked for on the command line: a preset, a TOML file over it, then --set overrides.
+
+    None when nothing was asked for (a resume that takes the run folder's config as it is).
+    """
+    overrides = list(overrides or [])
+    if batch_size is not None:
+        overrides.append(f"train.batch_size={batch_size}")
+    if preset_name is None and config_file is None and not overrides:
+        return None
+    if preset_name is None and config_file is None:
+        raise BadInputError("--set/--batch-size need a base config: add --preset NAME or --config FILE")
+    values = preset(preset_name).to_dict() if preset_name is not None else Config().to_dict()
+    if config_file is not None:
+        values = _merge(values, load(config_file).to_dict() if preset_name is None else
+                        _read_toml(config_file))
+    cfg = apply_overrides(from_dict(values), overrides)
+    return cfg.validate()
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    """The keys a TOML file sets (not a full Config), so they can be laid over a preset."""
+    load(path)  # clear errors for a missing file, bad TOML or an unknown key
+    with Path(path).open("rb") as f:
+        return tomllib.load(f)

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn as nn
 
-from hpdm_core.config import DiffusionConfig
+from hpdm_core.config import Config, DiffusionConfig
 from hpdm_core.model.hpdm import HPDM, ContextCache
 
 
@@ -73,7 +73,8 @@ def _per_pixel(c: torch.Tensor) -> torch.Tensor:
 
 
 class Denoiser(nn.Module):
-    """D(x_noisy; sigma) around HPDM; sigma is per (sample, level): [B, n]."""
+    """D(x_noisy; sigma) around HPDM; sigma is per (sample, level): [B, n]. Holds the training loss too,
+    since the loss is the same preconditioning read backwards (k-diffusion's Denoiser.loss)."""
 
     def __init__(self, model: HPDM, cfg: DiffusionConfig, num_classes: int):
         super().__init__()
@@ -81,15 +82,40 @@ class Denoiser(nn.Module):
         self.geometry = model.geometry
 
     def forward(self, x_noisy: torch.Tensor, sigma: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
-                context: ContextCache | None = None) -> torch.Tensor:
+                context: ContextCache | None = None, clean: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoised chain like x_noisy; given the `clean` chain (training), its per-level loss [n] instead.
+
+        The loss goes through forward (nanoGPT's `forward(idx, targets)`) so that DDP, which wraps the
+        denoiser, sees the training call and all-reduces its gradients.
+        """
         c_skip, c_out, c_in, c_noise = preconditioning(sigma, self.cfg.sigma_data)
-        out = self.model(_per_pixel(c_in) * x_noisy, c_noise, offsets, labels, context=context)
-        return _per_pixel(c_skip) * x_noisy + _per_pixel(c_out) * out.float()
+        c_skip, c_out, c_in = _per_pixel(c_skip), _per_pixel(c_out), _per_pixel(c_in)
+        out = self.model(c_in * x_noisy, c_noise, offsets, labels, context=context).float()
+        if clean is None:
+            return c_skip * x_noisy + c_out * out
+        # EDM's loss weight lambda = 1 / c_out^2 makes it the unit-weight MSE of F against the v-target.
+        target = (clean - c_skip * x_noisy) / c_out
+        return (out - target).square().mean(dim=(0, 2, 3, 4, 5))
+
+    def loss(self, clean: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, offsets: torch.Tensor,
+             labels: torch.Tensor) -> torch.Tensor:
+        """Per-level loss [n] of chains [B, n, C, f, h, w] corrupted by sigma [B, n] x noise."""
+        return self(clean + _per_pixel(sigma) * noise, sigma, offsets, labels, clean=clean)
 
     def encode_context(self, x: torch.Tensor, sigma: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
                        offload: bool = False) -> ContextCache:
         _, _, c_in, c_noise = preconditioning(sigma, self.cfg.sigma_data)
         return self.model.encode_context(_per_pixel(c_in) * x, c_noise, offsets, labels, offload=offload)
+
+
+def build_denoiser(cfg: Config) -> Denoiser:
+    """The preconditioned denoiser around a fresh HPDM for cfg: the entry point of training and sampling."""
+    return Denoiser(HPDM(cfg.model), cfg.diffusion, num_classes=cfg.model.num_classes)
+
+
+def unwrap(denoiser: nn.Module) -> Denoiser:
+    """The Denoiser inside a DDP wrapper (or the denoiser itself)."""
+    return getattr(denoiser, "module", denoiser)
 
 
 def drop_labels(labels: torch.Tensor, num_classes: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -115,24 +141,15 @@ def draw_corruption(patches: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
     return sigma, noise, drop_labels(labels, num_classes, cfg.label_dropout, generator)
 
 
-def denoising_loss(denoiser: Denoiser, patches: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor,
-                   offsets: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-level loss [n] of chains [B, n, C, f, h, w] corrupted by sigma [B, n] x noise: the unit-weight
-    MSE of the network output F against the v-target (x - c_skip * x_noisy) / c_out."""
-    x_noisy = patches + _per_pixel(sigma) * noise
-    c_skip, c_out, c_in, c_noise = preconditioning(sigma, denoiser.cfg.sigma_data)
-    c_skip, c_out, c_in = _per_pixel(c_skip), _per_pixel(c_out), _per_pixel(c_in)
-    out = denoiser.model(c_in * x_noisy, c_noise, offsets, labels)
-    target = (patches - c_skip * x_noisy) / c_out
-    return (out.float() - target).square().mean(dim=(0, 2, 3, 4, 5))
-
-
-def hierarchy_loss(denoiser: Denoiser, patches: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
+def hierarchy_loss(denoiser: nn.Module, patches: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
                    generator: torch.Generator | list[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Joint denoising loss of a patch chain [B, n, C, f, h, w]: (mean over levels, per-level losses [n] detached).
 
-    `generator`: one for the batch, or one per sample (see draw_corruption).
+    `denoiser`: a Denoiser, or one behind DDP; `generator`: one for the batch, or one per sample (see
+    draw_corruption).
     """
-    sigma, noise, labels = draw_corruption(patches, labels, denoiser.cfg, denoiser.num_classes, generator)
-    per_level = denoising_loss(denoiser, patches, noise, sigma, offsets, labels)
+    inner = unwrap(denoiser)
+    sigma, noise, labels = draw_corruption(patches, labels, inner.cfg, inner.num_classes, generator)
+    # Through the (possibly DDP-wrapped) forward, not Denoiser.loss: DDP only sees forward calls.
+    per_level = denoiser(patches + _per_pixel(sigma) * noise, sigma, offsets, labels, clean=patches)
     return per_level.mean(), per_level.detach()

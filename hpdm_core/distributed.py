@@ -12,10 +12,11 @@ scattered back on load, so a run saved by N processes resumes with M.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -34,9 +35,6 @@ class DistEnv:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
 
 
 def launched() -> bool:
@@ -109,6 +107,18 @@ def destroy() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def process_group(requested_device: str = "auto") -> Iterator[tuple[DistEnv, torch.device]]:
+    """`with process_group("auto") as (env, device):` the body runs inside torchrun's process group
+    (joined when launched by torchrun, left afterwards, also on an error); in a single process it
+    only resolves the device. Every command, and a Python user of hpdm_core, sets up alike."""
+    env, device = init(requested_device) if launched() else (DistEnv(), resolve_device(requested_device))
+    try:
+        yield env, device
+    finally:
+        destroy()
+
+
 def rank() -> int:
     return dist.get_rank() if is_initialized() else 0
 
@@ -172,20 +182,6 @@ def gather_to_main(obj: Any) -> list[Any] | None:
     return out
 
 
-def gather_by_index(items: dict[int, Any]) -> dict[int, Any] | None:
-    """Merge per-rank {sample index: value} dicts on rank 0 (None elsewhere); indices must be disjoint."""
-    parts = gather_to_main(items)
-    if parts is None:
-        return None
-    merged: dict[int, Any] = {}
-    for part in parts:
-        overlap = merged.keys() & part.keys()
-        if overlap:
-            raise ValueError(f"sample indices {sorted(overlap)[:5]} were computed by more than one rank")
-        merged.update(part)
-    return merged
-
-
 # ----------------------------------------------------------------------------- sharding by sample index
 
 def shard_range(num: int, rank: int, world_size: int) -> range:
@@ -195,20 +191,12 @@ def shard_range(num: int, rank: int, world_size: int) -> range:
     return range(num * rank // world_size, num * (rank + 1) // world_size)
 
 
-def shard_strided(num: int, rank: int, world_size: int) -> range:
-    """Strided shard: rank r gets r, r + W, r + 2W, ... (balances work that grows with the index)."""
-    if num < 0 or world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"cannot shard {num} items for rank {rank} of {world_size}")
-    return range(rank, num, world_size)
-
-
-def shard(indices: Iterable[int] | int, rank: int | None = None, world: int | None = None,
-          contiguous: bool = True) -> list[int]:
+def shard(indices: Iterable[int] | int, rank: int | None = None, world: int | None = None) -> list[int]:
     """This rank's part of `indices` (a count n means range(n)); defaults to the current process group."""
     items = list(range(indices)) if isinstance(indices, int) else list(indices)
     rank = globals()["rank"]() if rank is None else rank
     world = world_size() if world is None else world
-    positions = shard_range(len(items), rank, world) if contiguous else shard_strided(len(items), rank, world)
+    positions = shard_range(len(items), rank, world)
     return [items[i] for i in positions]
 
 

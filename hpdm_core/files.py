@@ -10,29 +10,47 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from hpdm_core.errors import BadInputError
 
 LOCK_NAME = ".lock"
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers do not collide
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+class atomic_write:  # noqa: N801 -- used as a function: `with atomic_write(path) as tmp:`
+    """A temporary path beside `path` that replaces it on success and is removed on failure.
+
+    As a context manager it yields the temporary path and commits when the block ends without an
+    error. A writer that lives longer than one block (VideoStoreWriter) calls commit() / discard().
+    `tmp_name`: a fixed name, for a file that a later run must find (default: per process, so that
+    concurrent writers do not collide).
+    """
+
+    def __init__(self, path: str | os.PathLike, tmp_name: str | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(tmp_name or f"{self.path.name}.{os.getpid()}.tmp")
+
+    def commit(self) -> Path:
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+        finally:
+            self.discard()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

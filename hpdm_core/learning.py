@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hpdm_core.diffusion import Denoiser, denoising_loss
+from hpdm_core.diffusion import Denoiser
 from hpdm_core.distributed import all_reduce_sum, world_size
 
 PROBE_SIGMAS = (0.5, 2.0, 8.0, 30.0)
@@ -62,8 +62,8 @@ def label_gap(denoiser: Denoiser, probe: ProbeBatch, sigmas=PROBE_SIGMAS) -> dic
     out = {}
     for s in sigmas:
         sigma = torch.full(probe.patches.shape[:2], float(s), device=probe.patches.device)
-        true = denoising_loss(denoiser, probe.patches, probe.noise, sigma, probe.offsets, probe.labels).mean()
-        wrong = denoising_loss(denoiser, probe.patches, probe.noise, sigma, probe.offsets, probe.wrong).mean()
+        true = denoiser.loss(probe.patches, probe.noise, sigma, probe.offsets, probe.labels).mean()
+        wrong = denoiser.loss(probe.patches, probe.noise, sigma, probe.offsets, probe.wrong).mean()
         out[f"label_gap_sigma_{s:g}"] = float(wrong - true)
         out[f"loss_true_sigma_{s:g}"] = float(true)
     return out

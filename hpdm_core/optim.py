@@ -44,7 +44,6 @@ class Lamb(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            beta1, beta2 = group["betas"]
             for p in params:
                 state = self.state[p]
                 if not state:
@@ -52,33 +51,42 @@ class Lamb(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-            # Whole-group (foreach) kernels: one launch per op instead of one per tensor.
-            grads = [p.grad for p in params]
-            m = [self.state[p]["exp_avg"] for p in params]
-            v = [self.state[p]["exp_avg_sq"] for p in params]
-            steps = [self.state[p]["step"].item() for p in params]
-            torch._foreach_mul_(m, beta1)
-            torch._foreach_add_(m, grads, alpha=1 - beta1)
-            torch._foreach_mul_(v, beta2)
-            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, [math.sqrt(1 - beta2 ** t) for t in steps])
-            torch._foreach_add_(denom, group["eps"])
-            update = torch._foreach_div(m, [1 - beta1 ** t for t in steps])
-            torch._foreach_div_(update, denom)
-            if group["weight_decay"]:
-                torch._foreach_add_(update, params, alpha=group["weight_decay"])
-            if group["adapt"]:
-                w_norm = torch.stack(torch._foreach_norm(params))
-                u_norm = torch.stack(torch._foreach_norm(update))
-                trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
-                if hasattr(trust, "full_tensor"):  # FSDP: norms of sharded parameters are DTensors
-                    trust = trust.full_tensor()
-                torch._foreach_mul_(update, (-group["lr"] * trust).tolist())
-            else:
-                torch._foreach_mul_(update, -group["lr"])
-            torch._foreach_add_(params, update)
+            # Tensors that have taken the same number of steps share their bias corrections.
+            by_step: dict[float, list[torch.Tensor]] = {}
+            for p in params:
+                by_step.setdefault(self.state[p]["step"].item(), []).append(p)
+            for t, same in by_step.items():
+                self._update(same, t, group)
         return loss
+
+    def _update(self, params: list[torch.Tensor], t: float, group: dict) -> None:
+        """One LAMB step of tensors at step t, in whole-group (foreach) kernels and few passes over memory:
+        r = m_hat / (sqrt(v_hat) + eps) = c * m / (sqrt(v) + eps * sqrt(bc2)) with c = sqrt(bc2) / bc1,
+        so the bias corrections fold into two scalars instead of two passes."""
+        beta1, beta2 = group["betas"]
+        bc1, bc2 = 1 - beta1 ** t, 1 - beta2 ** t
+        c = math.sqrt(bc2) / bc1
+        grads = [p.grad for p in params]
+        m = [self.state[p]["exp_avg"] for p in params]
+        v = [self.state[p]["exp_avg_sq"] for p in params]
+        torch._foreach_lerp_(m, grads, 1 - beta1)  # m <- b1 m + (1 - b1) g
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_add_(denom, group["eps"] * math.sqrt(bc2))
+        update = torch._foreach_div(m, denom)  # u / c
+        if group["weight_decay"]:
+            torch._foreach_add_(update, params, alpha=group["weight_decay"] / c)
+        if group["adapt"]:
+            w_norm = torch.stack(torch._foreach_norm(params))
+            u_norm = c * torch.stack(torch._foreach_norm(update))
+            trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+            if hasattr(trust, "full_tensor"):  # FSDP: norms of sharded parameters are DTensors
+                trust = trust.full_tensor()
+            torch._foreach_mul_(update, (-group["lr"] * c * trust).tolist())
+        else:
+            torch._foreach_mul_(update, -group["lr"] * c)
+        torch._foreach_add_(params, update)
 
 
 def decay_groups(model: nn.Module, weight_decay: float, adapt_all: bool = False) -> list[dict]:
@@ -150,25 +158,34 @@ class EMA:
         self.decay = decay
         self.num_updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._pairs: tuple | None = None  # (source model, its tensors, the EMA's), built on the first update
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
 
+    def _tensors(self, model: nn.Module) -> tuple[list, list, list, list]:
+        """(model floats, EMA floats, model others, EMA others), matched by name; kept between updates
+        because building two state dicts every step costs as much as the average itself."""
+        if self._pairs is None or self._pairs[0] is not model:
+            ema_state, state = self.model.state_dict(), model.state_dict()
+            floats = [n for n, value in ema_state.items() if value.is_floating_point()]
+            others = [n for n, value in ema_state.items() if not value.is_floating_point()]
+            self._pairs = (model, [state[n] for n in floats], [ema_state[n] for n in floats],
+                           [state[n] for n in others], [ema_state[n] for n in others])
+        return self._pairs[1:]
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         decay = self.current_decay()
-        ema_state, state = self.model.state_dict(), model.state_dict()
-        floats = [name for name, value in ema_state.items() if value.is_floating_point()]
-        torch._foreach_lerp_([ema_state[n] for n in floats], [state[n].to(ema_state[n].dtype) for n in floats],
-                             1.0 - decay)
-        for name, value in ema_state.items():
-            if not value.is_floating_point():
-                value.copy_(state[name])
+        source, target, source_other, target_other = self._tensors(model)
+        torch._foreach_lerp_(target, [s.to(t.dtype) for s, t in zip(source, target)], 1.0 - decay)
+        for s, t in zip(source_other, target_other):
+            t.copy_(s)
         self.num_updates += 1
 
     def state_dict(self) -> dict:
         return self.model.state_dict()
 
     def load_state_dict(self, state: dict, num_updates: int) -> None:
-        self.model.load_state_dict(state)
+        self.model.load_state_dict(state)  # in place: the kept tensors stay the EMA's
         self.num_updates = num_updates

@@ -12,6 +12,7 @@ Offsets are LongTensors [..., num_levels, 3] ordered (frames, height, width); en
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -180,14 +181,22 @@ def extract_hierarchy(clips: torch.Tensor, offsets: torch.Tensor, geometry: Patc
 
 # ----------------------------------------------------------------------------- inference tilings
 
-def parse_overlap(text: str) -> tuple[bool, bool, bool]:
-    """'none' or letters of 'fhw' (each at most once) -> which axes overlap by 50 %."""
+class Overlap(NamedTuple):
+    """Which axes (frames, height, width) neighbouring inference tiles overlap by 50 %."""
+
+    f: bool = False
+    h: bool = False
+    w: bool = False
+
+
+def parse_overlap(text: str) -> Overlap:
+    """--overlap / sample.overlap: 'none' or letters of 'fhw' (each at most once) -> Overlap."""
     text = text.strip().lower()
     if text in ("none", ""):
-        return (False, False, False)
+        return Overlap()
     if any(c not in AXES for c in text) or len(set(text)) != len(text):
         raise BadInputError(f"overlap {text!r}: use 'none' or letters of 'fhw' once each (e.g. hw, fhw)")
-    return tuple(axis in text for axis in AXES)
+    return Overlap(*(axis in text for axis in AXES))
 
 
 def axis_positions(patch: int, canvas: int, overlapped: bool) -> torch.Tensor:
@@ -198,11 +207,10 @@ def axis_positions(patch: int, canvas: int, overlapped: bool) -> torch.Tensor:
     return torch.arange(0, canvas - patch + 1, stride)
 
 
-def tile_offsets(geometry: PatchGeometry, level: int, overlap: str | tuple[bool, bool, bool]) -> torch.Tensor:
+def tile_offsets(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.Tensor:
     """Offsets [T, 3] of the tiles covering the level-l canvas, raster order."""
-    flags = parse_overlap(overlap) if isinstance(overlap, str) else overlap
     canvas = geometry.canvas(level)
-    axes = [axis_positions(geometry.patch[i], canvas[i], flags[i]) for i in range(3)]
+    axes = [axis_positions(geometry.patch[i], canvas[i], overlap[i]) for i in range(3)]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
 
 
@@ -223,10 +231,23 @@ def parent_chain(tiles: torch.Tensor, level: int, geometry: PatchGeometry) -> to
     return torch.stack(chain[::-1], 1)
 
 
-def tile_coverage(geometry: PatchGeometry, level: int, overlap: str) -> torch.Tensor:
-    """How many tiles cover each pixel of the level-l canvas: float [*R_l]."""
+def tile_chains(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.Tensor:
+    """Offsets [T, level + 1, 3] of every tile of level `level` with its nested parents."""
+    return parent_chain(tile_offsets(geometry, level, overlap), level, geometry)
+
+
+def tile_coverage(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.Tensor:
+    """How many tiles cover each pixel of the level-l canvas: float [*R_l] (a pixel's weight when the
+    tiles' predictions are averaged into the canvas, DESIGN.md, Diffusion)."""
     counts = torch.zeros(geometry.canvas(level))
     f, h, w = geometry.patch
     for o in tile_offsets(geometry, level, overlap).tolist():
         counts[o[0]:o[0] + f, o[1]:o[1] + h, o[2]:o[2] + w] += 1
     return counts
+
+
+def add_tiles(total: torch.Tensor, samples: torch.Tensor, offsets: torch.Tensor, patches: torch.Tensor) -> None:
+    """total[samples[i]] += patches[i] at offsets[i], in row order (so the sum is batching-independent)."""
+    f, h, w = patches.shape[-3:]
+    for i, (b, o) in enumerate(zip(samples.tolist(), offsets.tolist())):
+        total[b, :, o[0]:o[0] + f, o[1]:o[1] + h, o[2]:o[2] + w] += patches[i]

@@ -14,16 +14,15 @@ The video is generated level by level and never passed through the network whole
 
 The sampler only needs the Denoiser interface: forward(x_noisy, sigma, offsets, labels, context=None),
 encode_context(x, sigma, offsets, labels, offload=False) and the attributes geometry, cfg,
-num_classes. Every sample draws its noise from its own generator seeded by (seed, sample, level),
-so a seed gives the same videos whatever batch_size and tile_batch.
+num_classes. Every sample draws its noise from its own generator seeded by (seed, sample, level)
+(seeding.sample_seed), so a seed gives the same videos whatever batch_size and tile_batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,48 +30,14 @@ import numpy as np
 import torch
 
 from hpdm_core import diffusion
+from hpdm_core.config import SampleConfig
 from hpdm_core.errors import BadInputError
 from hpdm_core.files import atomic_write
-from hpdm_core.pyramid import PatchGeometry, parse_overlap
-from hpdm_core.tiling import add_tiles, coverage, crop_tiles, tile_chains
+from hpdm_core.precision import autocast
+from hpdm_core.pyramid import Overlap, PatchGeometry, add_tiles, crop, parse_overlap, tile_chains, tile_coverage
+from hpdm_core.seeding import sample_seed
 
 CPU_TILE_BATCH = 16  # chains per network call on CPU: large enough to amortise Python overhead
-
-
-@dataclass
-class SamplerOptions:
-    steps: int = 128  # level 0; level l takes max(1, steps // 2**l)
-    overlap: str = "hw"
-    guidance: float = 1.0  # classifier-free guidance weight w; 1 = conditional only
-    s_churn: float = 40.0
-    s_tmin: float = 0.05
-    s_tmax: float = 50.0
-    s_noise: float = 1.003
-    tile_batch: int = 0  # chains per network call (cond and null copies count apart); 0 = from free memory
-    cache: bool = True
-    offload_cache: bool = False
-    bf16: bool = True  # autocast on CUDA only
-
-    @classmethod
-    def from_config(cls, sample_cfg, **overrides) -> "SamplerOptions":
-        options = cls(steps=sample_cfg.steps, overlap=sample_cfg.overlap, guidance=sample_cfg.cfg,
-                      s_churn=sample_cfg.s_churn, s_tmin=sample_cfg.s_tmin, s_tmax=sample_cfg.s_tmax,
-                      s_noise=sample_cfg.s_noise, tile_batch=sample_cfg.tile_batch, cache=sample_cfg.cache,
-                      offload_cache=sample_cfg.offload_cache)
-        return replace(options, **{k: v for k, v in overrides.items() if v is not None})
-
-    def validate(self) -> "SamplerOptions":
-        parse_overlap(self.overlap)
-        if self.steps < 1:
-            raise BadInputError(f"steps must be at least 1, got {self.steps}")
-        if self.tile_batch < 0:
-            raise BadInputError(f"tile batch must be 0 (automatic) or positive, got {self.tile_batch}")
-        if not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise BadInputError(f"guidance weight (--cfg) must be a finite number >= 0, got {self.guidance}")
-        for name in ("s_churn", "s_tmin", "s_tmax", "s_noise"):
-            if not math.isfinite(getattr(self, name)):
-                raise BadInputError(f"{name} must be finite, got {getattr(self, name)}")
-        return self
 
 
 @dataclass
@@ -92,32 +57,21 @@ def level_steps(steps: int, level: int) -> int:
     return max(1, steps // 2 ** level)
 
 
-def sample_seed(seed: int, index: int, level: int) -> int:
-    """A 63-bit seed for (seed, sample index, level), independent of how samples are batched."""
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32, index, level]).generate_state(2, np.uint64)[0]
-               >> np.uint64(1))
-
-
 def evaluations_per_tile(steps: int, level: int) -> int:
     """Network evaluations of one chain over a level: N_l Heun steps, the last one without correction."""
     return 2 * level_steps(steps, level) - 1
 
 
-def count_tile_evaluations(geometry: PatchGeometry, options: SamplerOptions, num_samples: int) -> int:
+def count_tile_evaluations(geometry: PatchGeometry, options: SampleConfig, num_samples: int) -> int:
     """Total chains the network evaluates for num_samples videos (the progress bar's total)."""
     passes = 1 if options.guidance == 1.0 else 2
+    overlap = parse_overlap(options.overlap)
     return num_samples * passes * sum(
-        evaluations_per_tile(options.steps, level) * tile_chains(geometry, level, options.overlap).shape[0]
+        evaluations_per_tile(options.steps, level) * tile_chains(geometry, level, overlap).shape[0]
         for level in range(geometry.num_levels))
 
 
 # ----------------------------------------------------------------------------- network evaluation
-
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
 
 class LevelDenoiser:
     """D(x; sigma) of a whole level-l canvas, assembled from its tiles.
@@ -127,12 +81,13 @@ class LevelDenoiser:
     """
 
     def __init__(self, denoiser, level: int, lower: list[torch.Tensor], labels: torch.Tensor,
-                 options: SamplerOptions, tile_batch: int, progress: Callable[[int], None] | None = None):
+                 options: SampleConfig, overlap: Overlap, tile_batch: int,
+                 progress: Callable[[int], None] | None = None):
         self.denoiser, self.level, self.lower, self.options = denoiser, level, lower, options
         self.geometry: PatchGeometry = denoiser.geometry
         self.device = labels.device
         self.progress = progress
-        chains = tile_chains(self.geometry, level, options.overlap).to(self.device)  # [T, l+1, 3]
+        chains = tile_chains(self.geometry, level, overlap).to(self.device)  # [T, l+1, 3]
         num_samples, num_tiles = labels.shape[0], chains.shape[0]
         # Items in (sample, tile) order; the canvas sums them in this order whatever the batching.
         self.item_sample = torch.arange(num_samples, device=self.device).repeat_interleave(num_tiles)
@@ -143,7 +98,7 @@ class LevelDenoiser:
         items_per_batch = max(1, tile_batch // rows_per_item)
         self.batches = [slice(i, min(i + items_per_batch, len(self.item_sample)))
                         for i in range(0, len(self.item_sample), items_per_batch)]
-        self.weight = coverage(self.geometry, level, options.overlap).to(self.device)
+        self.weight = tile_coverage(self.geometry, level, overlap).to(self.device)
         self.context_sigma = torch.tensor([diffusion.context_sigma(k, denoiser.cfg) for k in range(level)],
                                           device=self.device)
         self.caches: dict[int, object] = {}
@@ -163,7 +118,7 @@ class LevelDenoiser:
         samples = self.item_sample[items]
         chains = self.item_chain[items]
         patch = self.geometry.patch
-        x = torch.stack([crop_tiles(self.lower[k], samples, chains[:, k], patch) for k in range(self.level)], 1)
+        x = torch.stack([crop(self.lower[k][samples], chains[:, k], patch) for k in range(self.level)], 1)
         if self.guided:
             x = torch.cat([x, x])
         return x, self.context_sigma.expand(x.shape[0], -1)
@@ -172,7 +127,7 @@ class LevelDenoiser:
         if index not in self.caches:
             chains, labels = self._rows(items)
             x, sigma = self._context(items)
-            with _autocast(self.device, self.options.bf16):
+            with autocast(self.device, self.options.bf16):
                 self.caches[index] = self.denoiser.encode_context(x, sigma, chains[:, :self.level], labels,
                                                                   offload=self.options.offload_cache)
         return self.caches[index]
@@ -180,12 +135,12 @@ class LevelDenoiser:
     def _denoise_batch(self, index: int, items: slice, canvas: torch.Tensor, sigma: float) -> torch.Tensor:
         """Denoised top-level patches [n_items, C, *r] of one tile batch, guidance applied."""
         chains, labels = self._rows(items)
-        top = crop_tiles(canvas, self.item_sample[items], self.item_chain[items, -1], self.geometry.patch)
+        top = crop(canvas[self.item_sample[items]], self.item_chain[items, -1], self.geometry.patch)
         if self.guided:
             top = torch.cat([top, top])
         top = top.unsqueeze(1)
         sigma_top = torch.full((top.shape[0], 1), float(sigma), device=self.device)
-        with _autocast(self.device, self.options.bf16):
+        with autocast(self.device, self.options.bf16):
             if self.level == 0:
                 out = self.denoiser(top, sigma_top, chains, labels)
             elif self.use_cache:
@@ -243,7 +198,7 @@ def heun_sample(denoise: Callable[[torch.Tensor, float], torch.Tensor], noise: t
 
 # ----------------------------------------------------------------------------- batch sizes
 
-def choose_tile_batch(denoiser, options: SamplerOptions, device: torch.device) -> int:
+def choose_tile_batch(denoiser, options: SampleConfig, device: torch.device) -> int:
     """Chains per network call: options.tile_batch, else a fixed number on CPU, else from free memory.
 
     On CUDA, the peak memory of one uncached forward of two full-depth chains (the most expensive
@@ -259,12 +214,12 @@ def choose_tile_batch(denoiser, options: SamplerOptions, device: torch.device) -
     probe = 2
     x = torch.zeros(probe, n, _channels(denoiser), *geometry.patch, device=device)
     sigma = torch.ones(probe, n, device=device)
-    offsets = tile_chains(geometry, n - 1, "none")[:1].to(device).expand(probe, -1, -1)
+    offsets = tile_chains(geometry, n - 1, Overlap())[:1].to(device).expand(probe, -1, -1)
     labels = torch.zeros(probe, dtype=torch.long, device=device)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    with torch.no_grad(), _autocast(device, options.bf16):
+    with torch.no_grad(), autocast(device, options.bf16):
         denoiser(x, sigma, offsets, labels)
     torch.cuda.synchronize(device)
     per_chain = max(1, (torch.cuda.max_memory_allocated(device) - before) // probe)
@@ -286,8 +241,8 @@ def _noise(generators: list[torch.Generator], shape: tuple[int, ...], device: to
 
 
 @torch.no_grad()
-def sample_batch(denoiser, labels: torch.Tensor, indices: list[int], seed: int, options: SamplerOptions,
-                 tile_batch: int, progress: Callable[[int], None] | None = None,
+def sample_batch(denoiser, labels: torch.Tensor, indices: list[int], seed: int, options: SampleConfig,
+                 overlap: Overlap, tile_batch: int, progress: Callable[[int], None] | None = None,
                  num_levels: int | None = None) -> list[torch.Tensor]:
     """Canvases [B, C, *R_l] of the first num_levels levels (default all) for the samples `indices`."""
     geometry: PatchGeometry = denoiser.geometry
@@ -298,7 +253,7 @@ def sample_batch(denoiser, labels: torch.Tensor, indices: list[int], seed: int, 
         generators = [torch.Generator().manual_seed(sample_seed(seed, i, level)) for i in indices]
         shape = (channels, *geometry.canvas(level))
         sigmas = diffusion.sampling_sigmas(level_steps(options.steps, level), level, denoiser.cfg)
-        level_denoiser = LevelDenoiser(denoiser, level, levels, labels, options, tile_batch, progress)
+        level_denoiser = LevelDenoiser(denoiser, level, levels, labels, options, overlap, tile_batch, progress)
         stochastic = level == 0 and options.s_churn > 0
         canvas = heun_sample(
             level_denoiser, _noise(generators, shape, device), sigmas,
@@ -327,7 +282,7 @@ def resolve_labels(classes: list[int] | None, num: int, num_classes: int) -> tor
     return torch.tensor(labels, dtype=torch.long)
 
 
-def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SamplerOptions | None = None,
+def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SampleConfig | None = None,
              batch_size: int = 4, device: torch.device | str | None = None, keep_levels: bool = False,
              progress: Callable[[int], None] | None = None, distributed: bool = False,
              num_levels: int | None = None) -> SampleResult | None:
@@ -342,7 +297,8 @@ def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SamplerOpti
     """
     from hpdm_core import distributed as dist_lib
 
-    options = (options or SamplerOptions()).validate()
+    options = (options or SampleConfig()).validate()
+    overlap = parse_overlap(options.overlap)  # once: the typed value goes down to every level
     if batch_size < 1:
         raise BadInputError(f"batch size must be at least 1, got {batch_size}")
     if seed < 0:
@@ -369,7 +325,7 @@ def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SamplerOpti
     videos, levels = [], [[] for _ in range(num_levels)]
     for first in range(0, len(mine), batch_size):
         indices = mine[first:first + batch_size]
-        canvases = sample_batch(denoiser, labels[indices].to(device), indices, seed, options, tile_batch, count,
+        canvases = sample_batch(denoiser, labels[indices].to(device), indices, seed, options, overlap, tile_batch, count,
                                 num_levels)
         videos.append(canvases[-1].float().cpu())
         if keep_levels:

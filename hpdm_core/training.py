@@ -14,107 +14,45 @@ built by a map-style dataset indexed by the step, so DataLoader workers (any num
 the batch the main process would, and a run resumed at step s continues exactly as if it had never
 stopped, with any number of processes.
 
-Distributed training (torchrun): DDP around the HPDM network, or FSDP2 (`fsdp=True`) sharding each
+Distributed training (torchrun): DDP around the denoiser, or FSDP2 (`fsdp=True`) sharding each
 RIN block; checkpoints hold gathered full tensors (hpdm_core.distributed), written by rank 0 only.
+
+Elsewhere: composing a config from a preset, a file and --set (config.build_config), the data file's
+checks and the step batches (data/batches.py), the metrics log (train_log.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
-import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from hpdm_core import checkpoint as ckpt
 from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
 from hpdm_core import files
-from hpdm_core.config import Config
-from hpdm_core.diffusion import Denoiser, hierarchy_loss
-from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
-from hpdm_core.errors import BadInputError, TrainingDivergedError
+from hpdm_core.config import Config, config_conflicts
+from hpdm_core.data.batches import StepBatches, check_data, open_clips
+from hpdm_core.diffusion import build_denoiser, hierarchy_loss
+from hpdm_core.errors import BadInputError, HPDMError, TrainingDivergedError
 from hpdm_core.learning import ProbeBatch, UpdateSizes, label_gap, make_probe_batch
 from hpdm_core.optim import EMA, Lamb, WarmupCosine, decay_groups
-from hpdm_core.pyramid import PatchGeometry, extract_hierarchy, sample_nested_offsets
-from hpdm_core.seeding import DATA_STREAM, NOISE_STREAM, PROBE_STREAM, derive_seed, generator
+from hpdm_core.precision import autocast
+from hpdm_core.pyramid import PatchGeometry
+from hpdm_core.seeding import NOISE_STREAM, PROBE_STREAM, derive_seed, generator
+from hpdm_core.train_log import MetricsLog
 
 PROBE_ROWS = 32  # real chains in the fixed label-gap batch
 
-# Settings that change nothing about the optimisation: a resumed run may change them freely.
-RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
-                "data.path", "data.num_workers", "data.fingerprint"}
 
-
-# ----------------------------------------------------------------------------- run folder and config
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def config_conflicts(saved: Config, requested: Config) -> list[str]:
-    """Keys (section.key) on which two configs disagree in a way that changes the training run."""
-    a, b = _flatten(saved.to_dict()), _flatten(requested.to_dict())
-    return [k for k in a if not _same(a[k], b.get(k)) and k not in RUNTIME_KEYS and not k.startswith("sample.")]
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal, with NaN equal to NaN (a run saved with a NaN setting is not in conflict with itself)."""
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def build_config(preset: str | None = None, config_file: str | Path | None = None,
-                 overrides: list[str] | None = None, batch_size: int | None = None) -> Config | None:
-    """The config asked for on the command line: a preset, a TOML file over it, then --set overrides.
-
-    None when nothing was asked for (a resume that takes the run folder's config as it is).
-    """
-    overrides = list(overrides or [])
-    if batch_size is not None:
-        overrides.append(f"train.batch_size={batch_size}")
-    if preset is None and config_file is None and not overrides:
-        return None
-    if preset is None and config_file is None:
-        raise BadInputError("--set/--batch-size need a base config: add --preset NAME or --config FILE")
-    values = config_lib.preset(preset).to_dict() if preset is not None else config_lib.Config().to_dict()
-    if config_file is not None:
-        values = _merge(values, config_lib.load(config_file).to_dict() if preset is None else
-                        _read_toml(config_file))
-    cfg = config_lib.apply_overrides(config_lib.from_dict(values), overrides)
-    return cfg.validate()
-
-
-def _read_toml(path: str | Path) -> dict[str, Any]:
-    """The keys a TOML file sets (not a full Config), so they can be laid over a preset."""
-    config_lib.load(path)  # clear errors for a missing file, bad TOML or an unknown key
-    with Path(path).open("rb") as f:
-        return config_lib.tomllib.load(f)
-
+# ----------------------------------------------------------------------------- run folder
 
 def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | None = None,
               steps: int | None = None) -> tuple[Config, bool]:
@@ -123,7 +61,23 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
     A new run saves `requested` as RUN/config.toml. An existing one uses its saved config; a
     `requested` config that differs from it on anything but runtime settings is refused. `steps`
     (the run's total) and `data` may change on resume.
+
+    Under torchrun every rank calls it: rank 0 alone reads and writes the folder (and holds its lock),
+    the others receive its outcome, or its error.
     """
+    outcome = None
+    if dist_lib.is_main():
+        try:
+            outcome = _setup_run(run_dir, requested, data, steps)
+        except HPDMError as err:
+            outcome = err
+    outcome = dist_lib.broadcast_object(outcome)
+    if isinstance(outcome, HPDMError):
+        raise outcome
+    return outcome
+
+
+def _setup_run(run_dir, requested, data, steps) -> tuple[Config, bool]:
     run_dir = files.check_folder(run_dir)
     if steps is not None and steps < 1:
         raise BadInputError("--steps must be at least 1 (it is the run's total step count)")
@@ -135,11 +89,9 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
     if resumed:
         cfg = ckpt.load_run_config(run_dir)
         if requested is not None:
-            conflicts = config_conflicts(cfg, requested)
-            if conflicts:
-                saved, new = _flatten(cfg.to_dict()), _flatten(requested.to_dict())
-                detail = ", ".join(f"{k} = {saved[k]!r} (asked {new.get(k)!r})" for k in conflicts[:6])
-                raise BadInputError(f"{run_dir} already holds a run with a different config: {detail}. "
+            if config_conflicts(cfg, requested):
+                raise BadInputError(f"{run_dir} already holds a run with a different config: "
+                                    f"{config_lib.describe_conflicts(cfg, requested)}. "
                                     "Resume with the same --preset/--config/--set (or none), or use a new --run-dir")
     else:
         if requested is None:
@@ -164,140 +116,6 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
     return cfg, resumed
 
 
-# ----------------------------------------------------------------------------- data
-
-def check_data(cfg: Config) -> str:
-    """The data file's fingerprint; BadInputError (MissingResourceError for no file) unless it can feed this config."""
-    store = VideoStore(cfg.data.path)  # raises for a missing, foreign or incomplete file
-    frames, height, width = cfg.model.target
-    stride = cfg.data.frame_stride
-    if stride < 1:
-        raise BadInputError("data.frame_stride must be at least 1")
-    have_h, have_w = store.resolution
-    if have_h < height or have_w < width:
-        raise BadInputError(f"{cfg.data.path} holds {have_h}x{have_w} videos but the target is {height}x{width} "
-                            f"(model.patch {cfg.model.patch} x 2^{cfg.model.num_levels - 1}); prepare the data at "
-                            "a larger resolution or use a smaller model.patch / model.num_levels")
-    needed = (frames - 1) * stride + 1
-    lengths = store.lengths
-    if len(lengths) == 0 or int(lengths.max()) < needed:
-        longest = int(lengths.max()) if len(lengths) else 0
-        raise BadInputError(f"{cfg.data.path}: every video is shorter than the {needed} frames a target clip needs "
-                            f"({frames} frames, data.frame_stride {stride}); the longest has {longest}. Use "
-                            "longer videos or a smaller model.patch frames / data.frame_stride")
-    labels = store.labels
-    if len(labels) and int(labels.max()) >= cfg.model.num_classes:
-        raise BadInputError(f"{cfg.data.path} has labels up to {int(labels.max())} but model.num_classes is "
-                            f"{cfg.model.num_classes}; use --set model.num_classes={int(labels.max()) + 1}")
-    fingerprint = dataset_fingerprint(store)
-    store.close()
-    return fingerprint
-
-
-def open_clips(cfg: Config):
-    """The ClipDataset at the target resolution (random start frame and flip per read)."""
-    from hpdm_core.data.dataset import ClipDataset
-
-    check_data(cfg)
-    frames, height, width = cfg.model.target
-    return ClipDataset(cfg.data.path, frames=frames, resolution=(height, width), frame_stride=cfg.data.frame_stride,
-                       flip=cfg.data.flip)
-
-
-class StepBatches(Dataset):
-    """Item s = this rank's rows of the global batch of step s: patches [B, n, C, f, h, w], offsets [B, n, 3],
-    labels [B]; every row draws from its own generator keyed by (seed, s, row)."""
-
-    def __init__(self, clips, geometry: PatchGeometry, rows: range, seed: int, num_steps: int, null_class: int):
-        self.clips, self.geometry, self.null_class = clips, geometry, null_class
-        self.rows, self.seed, self.num_steps = rows, seed, num_steps
-
-    def __len__(self) -> int:
-        return self.num_steps
-
-    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        clips, labels, offsets = [], [], []
-        for row in self.rows:
-            # The row's generator picks the video, its start frame and flip, then the patch offsets:
-            # the same draws whichever process (rank, DataLoader worker) builds the row.
-            g = generator(self.seed, step, row, DATA_STREAM)
-            clip, label = self.clips.clip(int(torch.randint(len(self.clips), (1,), generator=g)), g)
-            clips.append(clip)
-            labels.append(label)
-            offsets.append(sample_nested_offsets(1, self.geometry, generator=g))
-        clips, offsets = torch.stack(clips).float(), torch.cat(offsets)
-        labels = torch.tensor(labels, dtype=torch.long)
-        labels = torch.where(labels < 0, self.null_class, labels)  # unlabelled videos train unconditionally
-        return {"patches": extract_hierarchy(clips, offsets, self.geometry), "offsets": offsets, "labels": labels}
-
-
-
-# ----------------------------------------------------------------------------- loss with per-sample draws
-
-class SyncedDenoiser(Denoiser):
-    """The Denoiser computation with its HPDM network behind DDP (`network`), whose hooks all-reduce the
-    gradients. Holds no weights of its own: checkpoints come from the plain denoiser."""
-
-    def __init__(self, denoiser: Denoiser, network: torch.nn.Module):
-        torch.nn.Module.__init__(self)
-        self.network = network
-        self.cfg, self.num_classes, self.geometry = denoiser.cfg, denoiser.num_classes, denoiser.geometry
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.network
-
-
-# ----------------------------------------------------------------------------- logging
-
-def _tensorboard_writer(log_dir: Path):
-    """A SummaryWriter when tensorboard is installed, else None. Tensorboard's TF stub is forced:
-    importing TensorFlow just to write scalars would cost seconds and flood stderr."""
-    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(log_dir))
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The entries of a metrics.jsonl; a line cut short (a kill during the write) is skipped."""
-    entries = []
-    for line in Path(path).read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
-
-
-class MetricsLog:
-    """RUN/metrics.jsonl (+ TensorBoard events). On resume, entries past the resumed step are dropped:
-    those steps will be trained again."""
-
-    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = True):
-        self.path = run_dir / "metrics.jsonl"
-        if self.path.is_file():
-            kept = [json.dumps(m) for m in read_metrics(self.path) if m.get("step", 0) <= resume_step]
-            files.atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-        self.tb = _tensorboard_writer(run_dir / "tensorboard") if tensorboard else None
-
-    def write(self, metrics: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        if self.tb is not None:
-            for key, value in metrics.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tb.add_scalar(key.replace("loss_level_", "loss/level_"), value, metrics["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
 # ----------------------------------------------------------------------------- trainer
 
 @dataclass
@@ -312,8 +130,6 @@ class StepResult:
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, device: str | torch.device = "auto", rank: int = 0,
                  world_size: int = 1, tensorboard: bool = True, fsdp: bool = False):
-        from hpdm_core.model import build_denoiser
-
         cfg.validate()
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = dist_lib.resolve_device(device) if isinstance(device, str) else device
@@ -344,22 +160,23 @@ class Trainer:
 
     # -- distributed training
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The denoiser that training calls: plain, with its HPDM network behind DDP, or FSDP-sharded."""
+        """The denoiser that training calls: plain, behind DDP, or FSDP-sharded (in place, so its
+        state-dict keys stay those of the plain denoiser)."""
         if self.fsdp:
-            # In place, block by block; the EMA copy is sharded alike so its update stays shard-local.
-            dist_lib.fully_shard_blocks(model.model, model.model.blocks)
-            dist_lib.fully_shard_blocks(self.ema.model.model, self.ema.model.model.blocks)
+            # Block by block; the EMA copy is sharded alike so its update stays shard-local.
+            dist_lib.fully_shard_blocks(model, model.model.blocks)
+            dist_lib.fully_shard_blocks(self.ema.model, self.ema.model.model.blocks)
             return model
         if self.world_size > 1:
-            return SyncedDenoiser(model, dist_lib.wrap_ddp(model.model, self.device))
+            return dist_lib.wrap_ddp(model, self.device)
         return model
 
     def accumulation_context(self, last_micro_batch: bool):
         """Gradients are all-reduced once per step, after the last micro-batch."""
         if self.fsdp:
-            self.raw_model.model.set_requires_gradient_sync(last_micro_batch)
-        elif isinstance(self.model, SyncedDenoiser) and not last_micro_batch:
-            return self.model.network.no_sync()
+            self.raw_model.set_requires_gradient_sync(last_micro_batch)
+        elif self.model is not self.raw_model and not last_micro_batch:
+            return self.model.no_sync()
         return contextlib.nullcontext()
 
     @property
@@ -468,9 +285,7 @@ class Trainer:
 
     # -- one optimisation step
     def autocast(self):
-        if self.device.type == "cuda" and self.cfg.train.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.cfg.train.bf16)
 
     def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator]):
         return hierarchy_loss(self.model, patches, offsets, labels, noise)

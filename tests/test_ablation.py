@@ -29,7 +29,7 @@ def test_variants_switch_exactly_one_thing():
     assert made["detach"].model.detach_context is True
     assert made["no-coords"].model.use_coords is False
     # "No adaptive computation" = every block processes all L+1 levels.
-    assert made["no-adaptive"].model.levels_per_block == [base.model.num_levels] * base.model.num_blocks
+    assert made["no-adaptive"].model.block_levels == [base.model.num_levels] * base.model.num_blocks
     default = made["default"].to_dict()
     for name, cfg in made.items():
         changed = {k for k, v in cfg.to_dict()["model"].items() if v != default["model"][k]}

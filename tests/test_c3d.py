@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from hpdm_core.errors import BadInputError, MissingResourceError
-from hpdm_core.metrics.c3d import C3D, C3DProbs, crop_mean, random_c3d, state_dict_to_chainer
+from helpers import state_dict_to_chainer
+from hpdm_core.metrics.c3d import C3D, C3DProbs, crop_mean, random_c3d
 from hpdm_core.metrics.detectors import load_c3d
 
 

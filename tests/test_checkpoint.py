@@ -125,4 +125,4 @@ def test_unreadable_checkpoints_give_a_reason(tmp_path):
 def test_nan_setting_is_not_a_config_conflict():
     cfg = small_config()
     cfg.sample.s_noise = cfg.diffusion.p_std = float("nan")  # an old run saved before values were checked
-    assert training.config_conflicts(cfg, copy.deepcopy(cfg)) == []
+    assert config_lib.config_conflicts(cfg, copy.deepcopy(cfg)) == []

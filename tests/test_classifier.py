@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hpdm_cli.app import _register, app
+from hpdm_cli.app import app
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.data.synthetic import make_synthetic
 from hpdm_core.errors import BadInputError, MissingResourceError
@@ -136,7 +136,6 @@ def test_heldout_reference_must_be_the_training_file(tiny, tmp_path):
 
 def test_cli_train_classifier_json_and_overwrite(tmp_path):
     data = make_synthetic(tmp_path / "data.h5", num_videos=8, frames=8, resolution=16, classes=2)
-    _register()
     args = ["train-classifier", "--data", str(data), "--out", str(tmp_path / "clf.pt"), "--frames", "8",
             "--steps", "3", "--batch-size", "4", "--device", "cpu"]
     result = CliRunner().invoke(app, args + ["--json"])
@@ -155,7 +154,6 @@ def test_eval_fvd_with_classifier(tiny, tmp_path, monkeypatch):
     long_videos = _videos(data, frames=12)[0]
     np.savez(tmp_path / "fake.npz", videos=long_videos[:6], labels=labels[:6])
     np.savez(tmp_path / "unlabelled.npz", videos=long_videos[:6])
-    _register()
     base = ["eval-fvd", "--real", str(data), "--classifier", str(path), "--device", "cpu", "--json"]
     result = CliRunner().invoke(app, base + ["--fake", str(tmp_path / "fake.npz")])
     assert result.exit_code == 0, result.output

@@ -24,7 +24,6 @@ def ablate(out, data, *extra):
             "--device", "cpu", "--json", *extra]
     for item in MICRO:
         args += ["--set", item]
-    app_module._register()
     result = CliRunner().invoke(app_module.app, [str(a) for a in args])
     assert result.exit_code == 0, (result.output, result.exception)
     return json.loads(result.stdout)
@@ -96,7 +95,6 @@ def test_inference_suite_lists_all_overlap_strategies(suite, monkeypatch):
     monkeypatch.setattr(ablation, "make_scorer", lambda i3d, device="cpu": ablation.Scorer(
         PooledFeatures(), "FD (test features)", "pooled", proxy=True, min_size=0))
     root, _, _ = suite
-    app_module._register()
     out = root / "inference"
     started = time.perf_counter()
     result = CliRunner().invoke(app_module.app, ["ablate", "--suite", "inference", "--run", str(root / "out" / "default"),

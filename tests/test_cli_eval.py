@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from hpdm_cli.app import _register, app
+from hpdm_cli.app import app
 from hpdm_core.data.h5store import VideoStoreWriter
 from hpdm_core.metrics import fvd as fvd_module
 from hpdm_core.metrics.i3d import I3DFeatures, random_i3d
@@ -54,7 +54,6 @@ def test_eval_fvd_json_and_table(data, tmp_path, monkeypatch):
     # The random I3D on native 32x32 frames (no 224 resize) keeps this test fast.
     monkeypatch.setattr(fvd_module, "random_i3d_detector",
                         lambda seed, resize, device: I3DFeatures(random_i3d(seed), resize=None, name="random_i3d"))
-    _register()
     args = ["eval-fvd", "--real", str(real), "--fake", str(fake), "--random-i3d", "0", "--num", "4", "--frames", "9",
             "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
     result = CliRunner().invoke(app, args + ["--json"])

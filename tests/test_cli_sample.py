@@ -24,7 +24,7 @@ def _tiny_config(latent_dim=16):
 
 
 def _make_run(folder, cfg, step=5):
-    from hpdm_core.model import build_denoiser
+    from hpdm_core.diffusion import build_denoiser
 
     folder.mkdir(parents=True, exist_ok=True)
     config_lib.save(cfg, folder / "config.toml")
@@ -190,3 +190,27 @@ def test_plain_progress_lines_without_a_terminal(run_dir, tmp_path, capsys):
     assert lines and lines[-1].startswith("tiles ") and " 100% " in lines[-1] and "eta" in lines[-1]
     total = lines[-1].split()[1]
     assert total.split("/")[0] == total.split("/")[1]  # done/total, whole: not cut at 80 columns
+
+
+def test_help_shows_boolean_options_as_flags_and_guidance(capsys):
+    """`--save-levels` takes no value: --help must not show it as `--save-levels <bool>`."""
+    from typer.testing import CliRunner
+
+    from hpdm_cli.app import app
+
+    result = CliRunner().invoke(app, ["sample", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    for name in ("--save-levels", "--no-save-levels", "--cache", "--no-cache", "--overwrite", "--raw", "--json",
+                 "--guidance", "--cfg"):
+        assert any(name in line for line in lines), name
+    for name in ("--save-levels", "--no-cache", "--overwrite", "--raw", "--json"):  # --help itself is Typer's
+        assert all("<bool>" not in line for line in lines if name in line), name
+
+
+def test_guidance_has_its_old_name_cfg(run_dir, tmp_path, capsys):
+    for name in ("--guidance", "--cfg"):
+        code, stdout, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / f"{name}.npz",
+                                    name, "1.5", "--steps", 1, "--device", "cpu", "--json")
+        assert code == 0, stderr
+        assert json.loads(stdout)["cfg"] == 1.5

@@ -40,7 +40,8 @@ def train(capsys, monkeypatch, data, run, *extra, steps=1, overrides=(), batch_s
     ("train.warmup_steps=-10", "train.warmup_steps must be at least 0"),
     ("model.num_blocks=0", "model.num_blocks must be at least 1"),
     ("train.lr=nan", "train.lr must be a finite number"),
-    ("sample.cfg=inf", "sample.cfg must be a finite number"),
+    ("sample.guidance=inf", "sample.guidance must be a finite number"),
+    ("sample.cfg=inf", "sample.guidance must be a finite number"),  # the old name of the setting is still read
 ])
 def test_bad_settings_exit_2_before_anything_is_written(setting, expect, data, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"

@@ -17,10 +17,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from helpers import gather_by_index
 from hpdm_core import distributed as dist_lib
 from hpdm_core.config import preset
 from hpdm_core.metrics.frechet import FeatureStats
-from hpdm_core.model import build_denoiser
+from hpdm_core.diffusion import build_denoiser
 from hpdm_core.optim import Lamb, decay_groups
 from hpdm_core.pyramid import PatchGeometry, sample_nested_offsets
 
@@ -100,11 +101,10 @@ def fresh(cfg):
 
 @pytest.mark.parametrize("num,world", [(0, 2), (1, 2), (7, 3), (10, 2), (5, 8)])
 def test_shards_partition_the_indices(num, world):
-    for contiguous in (True, False):
-        parts = [dist_lib.shard(num, r, world, contiguous=contiguous) for r in range(world)]
-        assert sorted(i for p in parts for i in p) == list(range(num))
-        assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    assert dist_lib.shard(7, 1, 3) == [2, 3] and dist_lib.shard(7, 1, 3, contiguous=False) == [1, 4]
+    parts = [dist_lib.shard(num, r, world) for r in range(world)]
+    assert sorted(i for p in parts for i in p) == list(range(num))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert dist_lib.shard(7, 1, 3) == [2, 3]
     assert dist_lib.shard([5, 6, 7, 8], 1, 2) == [7, 8]
 
 
@@ -112,13 +112,15 @@ def test_single_process_fallbacks(monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
     env, device = dist_lib.init("cpu")
-    assert env == dist_lib.DistEnv(0, 1, 0) and env.is_main and not env.is_distributed and device.type == "cpu"
+    assert env == dist_lib.DistEnv(0, 1, 0) and env.is_main and env.world_size == 1 and device.type == "cpu"
     assert dist_lib.world_size() == 1 and dist_lib.is_main() and dist_lib.shard(3) == [0, 1, 2]
     t = torch.arange(3, dtype=torch.float64)
     assert torch.equal(dist_lib.all_reduce_sum(t), t)
-    assert dist_lib.gather_by_index({1: "a"}) == {1: "a"}
+    assert gather_by_index({1: "a"}) == {1: "a"}
     model = torch.nn.Linear(2, 2)
     assert dist_lib.wrap_ddp(model, device) is model
+    with dist_lib.process_group("cpu") as (env, device):  # what every command and a library user call
+        assert env == dist_lib.DistEnv(0, 1, 0) and device.type == "cpu" and not dist_lib.is_initialized()
 
 
 def test_bad_torchrun_environment_is_a_clear_error(monkeypatch):
@@ -148,7 +150,7 @@ def _collectives(env, device, out_dir):
     features = rng.normal(size=(5 + env.rank, 4))
     stats = dist_lib.merge_feature_stats(FeatureStats(4).update(features))
     mine = {i: f"sample-{i}" for i in dist_lib.shard(7)}
-    gathered = dist_lib.gather_by_index(mine)
+    gathered = gather_by_index(mine)
     value = dist_lib.broadcast_object({"from": env.rank})
     total = dist_lib.all_reduce_sum(torch.tensor([1.0 + env.rank, 1e-17], dtype=torch.float64))
     torch.save({"env": (env.rank, env.world_size, env.local_rank), "stats": stats.to_arrays(), "gathered": gathered,
@@ -285,10 +287,11 @@ EVAL_ARGS = dict(random_i3d_seed=0, num=5, frames=9, batch_size=2)
 def _sample_and_evaluate(env, device, out_dir):
     import warnings
 
-    from hpdm_core.sampling import SamplerOptions, generate
+    from hpdm_core.config import SampleConfig
+    from hpdm_core.sampling import generate
 
     result = generate(sample_denoiser(), torch.tensor([0, 1, 2, 0, 1]), seed=3,
-                      options=SamplerOptions(**SAMPLE_OPTIONS), batch_size=2, keep_levels=True, distributed=True)
+                      options=SampleConfig(**SAMPLE_OPTIONS), batch_size=2, keep_levels=True, distributed=True)
     assert (result is None) == (not env.is_main)
     fvd_module = small_i3d()
     with warnings.catch_warnings():
@@ -304,8 +307,9 @@ def _sample_and_evaluate(env, device, out_dir):
 def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
     import warnings
 
-    from hpdm_core.metrics.fvd import load_cached_stats
-    from hpdm_core.sampling import SamplerOptions, generate
+    from hpdm_core.metrics.frechet import load_stats
+    from hpdm_core.config import SampleConfig
+    from hpdm_core.sampling import generate
 
     write_real_store(tmp_path / "real.h5")
     np.savez(tmp_path / "fake.npz", np.random.default_rng(1).integers(0, 256, (5, 9, 32, 32, 3), dtype=np.uint8))
@@ -313,7 +317,7 @@ def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
     sharded = torch.load(tmp_path / "sharded.pt", weights_only=False)
 
     single = generate(sample_denoiser(), torch.tensor([0, 1, 2, 0, 1]), seed=3,
-                      options=SamplerOptions(**SAMPLE_OPTIONS), batch_size=2, keep_levels=True)
+                      options=SampleConfig(**SAMPLE_OPTIONS), batch_size=2, keep_levels=True)
     # Per-sample seeds: the shards (samples 0-1 and 2-4) are the very videos one process makes.
     torch.testing.assert_close(sharded["videos"], single.videos, atol=1e-5, rtol=0)
     for a, b in zip(sharded["levels"], single.levels):
@@ -337,7 +341,7 @@ def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
     # 5 clips, 400 features: a singular covariance, whose square root amplifies float64 summation order.
     assert merged["fvd"] == pytest.approx(scores["fvd"], rel=1e-7)
     # The cache rank 0 wrote holds the statistics of all real clips, as one process computes them.
-    cached = load_cached_stats(__import__("pathlib").Path(merged["cache_file"]))
+    cached, = load_stats(__import__("pathlib").Path(merged["cache_file"]))
     assert cached.count == direct.count == 5
     np.testing.assert_allclose(cached.total, direct.total, rtol=1e-12)
     np.testing.assert_allclose(cached.outer, direct.outer, rtol=1e-12)

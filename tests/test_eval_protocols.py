@@ -196,11 +196,10 @@ def test_repeated_real_videos_warn_and_are_not_comparable(tmp_path, stand_ins):
 
 
 def test_cli_lists_every_reason_in_json_and_table(tmp_path, stand_ins):
-    from hpdm_cli.app import _register, app
+    from hpdm_cli.app import app
 
     real = _write(tmp_path / "real.h5", LENGTHS, NAMES)
     np.savez(tmp_path / "fake.npz", np.zeros((9, 10, 8, 8, 3), np.uint8))
-    _register()
     args = ["eval-fvd", "--real", str(real), "--fake", str(tmp_path / "fake.npz"), "--random-i3d", "0", "--num", "9",
             "--frames", "10", "--no-cache", "--device", "cpu", "--repeat-real"]
     result = CliRunner().invoke(app, args + ["--json"])

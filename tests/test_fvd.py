@@ -7,8 +7,9 @@ import torch
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.metrics import fvd as fvd_module
-from hpdm_core.metrics.c3d import random_c3d, state_dict_to_chainer
-from hpdm_core.metrics.frechet import frechet_distance
+from helpers import state_dict_to_chainer
+from hpdm_core.metrics.c3d import random_c3d
+from hpdm_core.metrics.frechet import cache_file, frechet_distance
 from hpdm_core.metrics.fvd import compute_fvd, evaluate, fake_clips, real_clips
 from hpdm_core.metrics.i3d import I3DFeatures, random_i3d
 from hpdm_core.metrics.inception_score import inception_score
@@ -122,8 +123,8 @@ def test_evaluate_caches_real_statistics(tmp_path, small_i3d, monkeypatch):
     with pytest.warns(UserWarning):
         reseeded = evaluate(real, fake, seed=1, **kwargs)
     assert not reseeded["real_stats_cached"] and reseeded["cache_file"] != first["cache_file"]
-    key = lambda protocol, **kw: fvd_module.real_stats_key(  # noqa: E731
-        real, "d", fvd_module.PROTOCOLS[protocol], **{**dict(num=4, frames=9, subsample=1, resolution=None, seed=0), **kw})
+    key = lambda protocol, **kw: cache_file("cache", fvd_module.real_stats_fields(  # noqa: E731
+        real, "d", fvd_module.PROTOCOLS[protocol], **{**dict(num=4, frames=9, subsample=1, resolution=None, seed=0), **kw}))
     assert len({key("styleganv"), key("tf"), key("styleganv", num=5), key("styleganv", frames=10),
                 key("styleganv", subsample=2), key("styleganv", resolution=64)}) == 6
     before = key("styleganv")

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.metrics.detectors import load_i3d
-from hpdm_core.metrics.i3d import I3DFeatures, InceptionI3d, StyleGANVSignature, random_i3d, same_padding
+from helpers import StyleGANVSignature
+from hpdm_core.metrics.i3d import I3DFeatures, InceptionI3d, random_i3d, same_padding
 from hpdm_core.metrics.resize import resize_bilinear_tf_legacy, resize_frames
 
 

@@ -12,7 +12,7 @@ import torch
 
 from hpdm_core.config import apply_overrides, preset
 from hpdm_core.data.synthetic import COLOURS, class_appearance, make_synthetic
-from hpdm_core.sampling import SamplerOptions, generate
+from hpdm_core.sampling import generate
 from hpdm_core.training import Trainer
 
 # Two classes, a red disc and a green square, 8x16x16 videos; 2 levels of 4x8x8 patches.
@@ -48,7 +48,7 @@ def test_a_small_model_learns_its_classes(tmp_path):
         assert last[f"label_gap_sigma_{sigma}"] > 0.25, (sigma, last)
 
     labels = torch.arange(16) % 2
-    options = SamplerOptions.from_config(cfg.sample)
+    options = cfg.sample
     level0 = generate(trainer.ema.model, labels, seed=0, options=options, batch_size=16, num_levels=1).videos
     accuracy = (object_colour(level0) == labels).float().mean().item()
     assert accuracy >= 0.85, accuracy

@@ -103,7 +103,7 @@ def test_is_nested_rejects_a_child_outside_its_parent():
 def test_parent_chains_are_nested_for_every_overlap_mode(overlap, patch):
     geometry = PatchGeometry(patch, 4)
     for level in range(4):
-        tiles = tile_offsets(geometry, level, overlap)
+        tiles = tile_offsets(geometry, level, parse_overlap(overlap))
         chain = parent_chain(tiles, level, geometry)
         assert chain.shape == (tiles.shape[0], level + 1, 3)
         assert torch.equal(chain[:, -1], tiles)
@@ -121,10 +121,10 @@ def test_tilings_cover_every_pixel_with_the_documented_tile_counts(overlap):
     geometry = PatchGeometry((2, 4, 4), 3)
     flags = parse_overlap(overlap)
     for level in range(3):
-        tiles = tile_offsets(geometry, level, overlap)
+        tiles = tile_offsets(geometry, level, flags)
         per_axis = [2 * 2**level - 1 if flag else 2**level for flag in flags]
         assert tiles.shape[0] == per_axis[0] * per_axis[1] * per_axis[2]
-        assert (tile_coverage(geometry, level, overlap) >= 1).all()
+        assert (tile_coverage(geometry, level, flags) >= 1).all()
 
 
 def test_parse_overlap_rejects_unknown_axes():

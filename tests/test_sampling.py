@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from hpdm_core import diffusion
-from hpdm_core.config import preset
+from hpdm_core.config import SampleConfig, preset
 from hpdm_core.consistency import coarse_agreement, consistency_report, seam_score
-from hpdm_core.pyramid import PatchGeometry, crop, is_nested, level_video, tile_offsets
-from hpdm_core.sampling import (SamplerOptions, count_tile_evaluations, generate, heun_sample, level_steps,
-                                resolve_labels, sample_seed)
-from hpdm_core.tiling import coverage, tile_chains
+from hpdm_core.pyramid import (PatchGeometry, crop, is_nested, level_video, parse_overlap, tile_chains, tile_coverage,
+                               tile_offsets)
+from hpdm_core.sampling import (count_tile_evaluations, generate, heun_sample, level_steps,
+                                resolve_labels)
+from hpdm_core.seeding import sample_seed
 from hpdm_core.errors import BadInputError
 
 MODES = ["none", "f", "h", "w", "fh", "fw", "hw", "fhw"]
@@ -68,7 +69,7 @@ def _oracle(geometry=PatchGeometry((2, 4, 4), 3)):
 @pytest.mark.parametrize("mode", MODES)
 def test_oracle_reproduces_every_level(mode):
     video, oracle = _oracle()
-    options = SamplerOptions(steps=4, overlap=mode, s_churn=40.0, tile_batch=10)
+    options = SampleConfig(steps=4, overlap=mode, s_churn=40.0, tile_batch=10)
     result = generate(oracle, torch.tensor([0, 3]), seed=5, options=options, batch_size=2, keep_levels=True)
     for level, canvas in enumerate(result.levels):
         truth = oracle.levels[level].expand(2, -1, -1, -1, -1)
@@ -80,7 +81,7 @@ def test_oracle_reproduces_every_level(mode):
 @pytest.mark.parametrize("guidance,cache", [(2.5, False), (2.5, True), (1.0, False)])
 def test_oracle_with_guidance_and_without_cache(guidance, cache):
     video, oracle = _oracle()
-    options = SamplerOptions(steps=4, overlap="hw", guidance=guidance, cache=cache, tile_batch=7)
+    options = SampleConfig(steps=4, overlap="hw", guidance=guidance, cache=cache, tile_batch=7)
     result = generate(oracle, torch.tensor([1]), seed=0, options=options)
     torch.testing.assert_close(result.videos, video, atol=1e-4, rtol=0)
     assert (oracle.calls["encode"] > 0) == cache
@@ -88,7 +89,7 @@ def test_oracle_with_guidance_and_without_cache(guidance, cache):
 
 def test_progress_counts_every_network_row():
     _, oracle = _oracle()
-    options = SamplerOptions(steps=4, overlap="fw", guidance=2.0, tile_batch=9)
+    options = SampleConfig(steps=4, overlap="fw", guidance=2.0, tile_batch=9)
     seen = []
     result = generate(oracle, torch.tensor([0, 1, 2]), options=options, batch_size=2, progress=seen.append)
     expected = count_tile_evaluations(oracle.geometry, options, 3)
@@ -100,13 +101,14 @@ def test_progress_counts_every_network_row():
 @pytest.mark.parametrize("mode", MODES)
 def test_tile_counts_and_coverage(mode):
     geometry = PatchGeometry((4, 4, 8), 3)
+    overlap = parse_overlap(mode)
     for level in range(3):
-        chains = tile_chains(geometry, level, mode)
+        chains = tile_chains(geometry, level, overlap)
         per_axis = [2 * 2 ** level - 1 if axis in mode else 2 ** level for axis in "fhw"]
         assert chains.shape == (math.prod(per_axis), level + 1, 3)
         assert is_nested(chains, geometry).all()
-        assert (coverage(geometry, level, mode) >= 1).all()
-        assert torch.equal(chains[:, -1], tile_offsets(geometry, level, mode))
+        assert (tile_coverage(geometry, level, overlap) >= 1).all()
+        assert torch.equal(chains[:, -1], tile_offsets(geometry, level, overlap))
 
 
 def test_heun_lands_on_a_constant_denoiser_and_churn_is_used():
@@ -125,7 +127,7 @@ def test_heun_lands_on_a_constant_denoiser_and_churn_is_used():
 
 
 def _tiny_denoiser(num_levels=3):
-    from hpdm_core.model import build_denoiser
+    from hpdm_core.diffusion import build_denoiser
 
     cfg = preset("tiny")
     m = cfg.model
@@ -144,7 +146,7 @@ def test_cached_equals_uncached_with_a_real_network():
     encodes = []
     encode = denoiser.encode_context
     denoiser.encode_context = lambda *args, **kwargs: encodes.append(args[0].shape[1]) or encode(*args, **kwargs)
-    options = SamplerOptions(steps=8, overlap="none", guidance=1.5, tile_batch=32)  # levels 1, 2: 4 and 2 steps
+    options = SampleConfig(steps=8, overlap="none", guidance=1.5, tile_batch=32)  # levels 1, 2: 4 and 2 steps
     results = [generate(denoiser, labels, seed=3, options=replace(options, cache=cache)) for cache in (True, False)]
     assert sorted(set(encodes)) == [1, 2]  # both upper levels used a cache of their lower levels
     torch.testing.assert_close(results[0].videos, results[1].videos, atol=1e-5, rtol=0)
@@ -155,12 +157,12 @@ def test_cached_equals_uncached_with_a_real_network():
 def test_same_videos_whatever_batch_size_and_tile_batch():
     denoiser = _tiny_denoiser(num_levels=2)
     labels = torch.tensor([0, 1, 2])
-    runs = [generate(denoiser, labels, seed=11, options=SamplerOptions(steps=2, overlap="fw", tile_batch=tb),
+    runs = [generate(denoiser, labels, seed=11, options=SampleConfig(steps=2, overlap="fw", tile_batch=tb),
                      batch_size=bs) for bs, tb in ((3, 64), (1, 2), (2, 5))]
     for run in runs[1:]:
         torch.testing.assert_close(run.videos, runs[0].videos, atol=1e-5, rtol=0)
     assert not torch.allclose(runs[0].videos[0], runs[0].videos[1])  # each sample has its own noise
-    other_seed = generate(denoiser, labels[:1], seed=12, options=SamplerOptions(steps=2, overlap="fw"))
+    other_seed = generate(denoiser, labels[:1], seed=12, options=SampleConfig(steps=2, overlap="fw"))
     assert not torch.allclose(other_seed.videos[0], runs[0].videos[0])
 
 
@@ -182,7 +184,7 @@ def test_labels_default_cycle_and_bad_classes():
     with pytest.raises(BadInputError, match="once per sample"):
         resolve_labels([0, 1], 3, 3)
     with pytest.raises(BadInputError, match="overlap"):
-        SamplerOptions(overlap="fx").validate()
+        SampleConfig(overlap="fx").validate()
 
 
 # ----------------------------------------------------------------------------- consistency report

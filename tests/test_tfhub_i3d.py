@@ -28,7 +28,17 @@ TF_SIDE = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
-    from hpdm_core.metrics.tfhub_convert import import_tensorflow_hub
+
+    def import_tensorflow_hub():
+        # tensorflow_hub 0.16 imports pkg_resources (gone from setuptools 81) only to compare versions.
+        try:
+            import pkg_resources  # noqa: F401
+        except ModuleNotFoundError:
+            import types
+            from packaging.version import parse
+            sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
+        import tensorflow_hub
+        return tensorflow_hub
 
     graph_dir, module_dir, x_path, y_path = map(Path, sys.argv[1:5])
     saved = saved_model_pb2.SavedModel()

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from hpdm_core import checkpoint as ckpt
+from hpdm_core import config as config_lib
 from hpdm_core import training
 from hpdm_core.config import apply_overrides, preset
 from hpdm_core.data.h5store import VideoStoreWriter
@@ -145,8 +146,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypat
 
 def test_config_conflicts_ignore_runtime_keys(data):
     saved = tiny_config(data)
-    assert training.config_conflicts(saved, tiny_config(data, "train.steps=99", "train.log_every=5")) == []
-    assert training.config_conflicts(saved, tiny_config(data, "train.lr=3e-3")) == ["train.lr"]
+    assert config_lib.config_conflicts(saved, tiny_config(data, "train.steps=99", "train.log_every=5")) == []
+    assert config_lib.config_conflicts(saved, tiny_config(data, "train.lr=3e-3")) == ["train.lr"]
 
 
 def test_metrics_log_the_label_gap_and_update_sizes(data, tmp_path):
@@ -180,3 +181,13 @@ def test_every_parameter_group_moves_by_a_meaningful_amount(data, tmp_path, trus
             assert last[f"update_{name}"] == pytest.approx(lr, rel=0.02)
         else:
             assert last[f"update_{name}"] > 10 * lr, name
+
+
+def test_the_old_name_of_sample_guidance_is_still_read(tmp_path):
+    """sample.cfg was renamed sample.guidance: run folders of older versions and --set keep working."""
+    path = tmp_path / "config.toml"
+    path.write_text("[sample]\ncfg = 2.5\n")
+    assert config_lib.load(path).sample.guidance == 2.5
+    assert config_lib.apply_overrides(config_lib.Config(), ["sample.cfg=3"]).sample.guidance == 3.0
+    config_lib.save(config_lib.load(path), path)
+    assert "guidance = 2.5" in path.read_text() and "cfg" not in path.read_text()

@@ -27,6 +27,7 @@ import numpy as np
 
 from hpdm_core import __version__
 from hpdm_core.errors import BadInputError, MissingResourceError
+from hpdm_core.files import atomic_write
 
 FORMAT_VERSION = 1
 REQUIRED_DATASETS = ("frames", "offsets", "labels", "names", "groups")
@@ -209,8 +210,9 @@ class VideoStoreWriter:
     def __init__(self, path: str | os.PathLike, height: int, width: int, compression: str = "none",
                  frames_per_chunk: int = 8):
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A fixed temporary name: `hpdm prepare ucf101` finds an interrupted OUT.tmp by it.
+        self._file_out = atomic_write(self.path, tmp_name=self.path.name + ".tmp")
+        self.tmp_path = self._file_out.tmp
         # A new inode rather than truncating: a killed run's process may still hold HDF5's lock on the old
         # one (a lock is per file, so it does not follow the name), and everything in it is rewritten anyway.
         self.tmp_path.unlink(missing_ok=True)
@@ -255,13 +257,12 @@ class VideoStoreWriter:
             f.attrs[key] = value
         f.attrs["completed"] = True
         f.close()
-        os.replace(self.tmp_path, self.path)
-        return self.path
+        return self._file_out.commit()
 
     def abort(self) -> None:
         if self._file.id.valid:
             self._file.close()
-        self.tmp_path.unlink(missing_ok=True)
+        self._file_out.discard()
 
     def __enter__(self) -> "VideoStoreWriter":
         return self

@@ -39,7 +39,7 @@ import h5py
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter, compression_args, frame_chunks
 from hpdm_core.data.video_io import VideoReadError, decode_video
 from hpdm_core.errors import BadInputError, HPDMError
-from hpdm_core.files import atomic_write_text, check_output
+from hpdm_core.files import atomic_write, atomic_write_text, check_output
 
 SPLITS = ("train", "test", "all")
 STAGING_FORMAT = 1
@@ -164,8 +164,7 @@ def stage_video(entry: VideoEntry, parts: Path, resolution: int, fps: float | No
         atomic_write_text(parts / f"{entry.name}.failed.json", json.dumps({"reason": str(err)}))
         return entry.name, 0, 0.0, str(err)
     frames = video.frames
-    tmp = parts / f"{entry.name}.h5.tmp-{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+    with atomic_write(parts / f"{entry.name}.h5") as tmp, h5py.File(tmp, "w") as f:
         # Raw parts keep the serial packing step a plain copy; when the output is compressed the
         # user cares about disk space, so the parts get the cheap lzf too.
         if compress:
@@ -174,7 +173,6 @@ def stage_video(entry: VideoEntry, parts: Path, resolution: int, fps: float | No
         else:
             f.create_dataset("frames", data=frames)
         f.attrs["native_fps"] = video.native_fps
-    os.replace(tmp, parts / f"{entry.name}.h5")
     return entry.name, len(frames), video.native_fps, ""
 
 

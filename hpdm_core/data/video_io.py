@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from hpdm_core.errors import BadInputError
+from hpdm_core.files import atomic_write
 
 
 class VideoReadError(BadInputError):
@@ -132,13 +133,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path
     suffix = path.suffix.lower()
     if suffix not in (".mp4", ".gif"):
         raise BadInputError(f"cannot write {path.name}: use a .mp4 or .gif suffix")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_write(path) as tmp:
         (_write_mp4 if suffix == ".mp4" else _write_gif)(tmp, frames, fps)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -218,8 +214,6 @@ def write_frame_grid(path: str | os.PathLike, videos: np.ndarray, columns: int =
     image = frame_grid(videos, columns)
     if scale > 1:
         image = image.repeat(scale, 0).repeat(scale, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", optimize=True)
     return path

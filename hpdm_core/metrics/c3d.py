@@ -108,15 +108,6 @@ def chainer_to_state_dict(arrays) -> dict[str, torch.Tensor]:
     return state
 
 
-def state_dict_to_chainer(state: dict[str, torch.Tensor]) -> dict:
-    """Inverse of `chainer_to_state_dict` (writes TGAN's npz layout)."""
-    out = {}
-    for key, value in state.items():
-        name, kind = key.split(".")
-        out[f"{name}/{'W' if kind == 'weight' else 'b'}"] = value.detach().cpu().numpy()
-    return out
-
-
 def random_c3d(seed: int = 0) -> C3D:
     """Seeded random weights with O(1) activations (He-normal; conv1a scaled down for inputs in
     pixel units), for tests."""

@@ -26,6 +26,7 @@ from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.files import atomic_save
 from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
+from hpdm_core.precision import autocast
 from hpdm_core.seeding import derive_seed
 
 CHECKPOINT_FORMAT = "hpdm-video-classifier"
@@ -251,13 +252,12 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *, frames:
     model = model.to(device, memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, steps))
-    use_bf16 = torch.device(device).type == "cuda"
     model.train()
     for step in range(steps):
         clips, targets, flips = _train_batch(store, train, lengths, labels, frames, batch_size, flip, step, seed)
         x = model.prepare(clips)
         x = torch.where(torch.as_tensor(flips, device=x.device)[:, None, None, None, None], x.flip(-1), x)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(device):
             logits = model(x)
         target = torch.as_tensor(targets, device=x.device)
         loss = F.cross_entropy(logits.float(), target)

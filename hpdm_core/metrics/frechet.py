@@ -9,10 +9,17 @@ non-symmetric product S1 S2 can return complex noise or NaNs.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from hpdm_core.files import atomic_write
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
@@ -112,3 +119,38 @@ class FeatureStats:
 
 def fid_from_stats(a: FeatureStats, b: FeatureStats, unbiased: bool) -> float:
     return frechet_distance(a.mean(), a.covariance(unbiased), b.mean(), b.covariance(unbiased))
+
+
+# ----------------------------------------------------------------------------- the real-statistics cache
+
+def cache_file(folder: str | os.PathLike, fields: dict) -> Path:
+    """Where statistics are cached: folder/<hash of `fields`, everything that changes them>.npz."""
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+    return Path(folder) / f"{key}.npz"
+
+
+def load_stats(path: Path) -> list[FeatureStats] | None:
+    """The cached statistics (one set or one per pyramid level), or None when missing or unreadable
+    (an entry cut short by a kill is recomputed)."""
+    try:
+        with np.load(path) as arrays:
+            if not any("/" in k for k in arrays.files):
+                return [FeatureStats.from_arrays(arrays)]
+            count = 1 + max(int(k.split("/", 1)[0]) for k in arrays.files)
+            return [FeatureStats.from_arrays({k.split("/", 1)[1]: arrays[k] for k in arrays.files
+                                              if k.startswith(f"{i}/")}) for i in range(count)]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def save_stats(path: Path, stats: list[FeatureStats]) -> str | None:
+    """Cache statistics (one set is stored flat, several as 0/..., 1/...); a note instead of an error
+    when the file cannot be written: a read-only cache folder must not cost the statistics."""
+    arrays = stats[0].to_arrays() if len(stats) == 1 else \
+        {f"{i}/{k}": v for i, s in enumerate(stats) for k, v in s.to_arrays().items()}
+    try:
+        with atomic_write(path) as tmp, tmp.open("wb") as f:  # a file object: numpy appends no suffix
+            np.savez(f, **arrays)
+    except OSError as err:
+        return f"real statistics not cached: cannot write {path} ({err.strerror or err})"
+    return None

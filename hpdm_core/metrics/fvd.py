@@ -47,8 +47,6 @@ Real statistics are cached under a hash of everything that changes them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 import zipfile
@@ -63,13 +61,13 @@ import torch.nn.functional as F
 from hpdm_core import distributed as dist_lib
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError, MissingResourceError
-from hpdm_core.files import atomic_write
 from hpdm_core.metrics.classifier import classifier_evaluation
 from hpdm_core.metrics.detectors import (load_c3d, load_i3d, missing_c3d, missing_i3d, random_i3d_detector,
                                          weights_hash)
-from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
+from hpdm_core.metrics.frechet import FeatureStats, cache_file, fid_from_stats, load_stats, save_stats
 from hpdm_core.metrics.i3d import StyleGANVI3D
 from hpdm_core.metrics.inception_score import IS_SPLITS, inception_score
+from hpdm_core.seeding import protocol_rng
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".avi", ".webm", ".mkv", ".mov")
 CACHE_VERSION = 2  # 2: real clips are the first videos by name, one clip each
@@ -160,9 +158,9 @@ def choose_real_clips(store: VideoStore, num: int, frames: int, subsample: int =
     eligible = by_name[long_enough[by_name]]
     passes = -(-num // len(eligible)) if repeat else 1
     videos = np.tile(eligible, passes)[:num]
-    rng = np.random.default_rng(seed)
+    draws = protocol_rng(seed)
     # One draw per clip in order; high is exclusive, so every start that fits the clip is possible.
-    starts = np.asarray([rng.integers(0, lengths[v] - clip_span(frames, subsample) + 1) for v in videos], np.int64)
+    starts = np.asarray([draws.integers(0, lengths[v] - clip_span(frames, subsample) + 1) for v in videos], np.int64)
     return RealClipChoice(videos, starts, len(eligible), int((~long_enough).sum()))
 
 
@@ -319,33 +317,14 @@ def compute_is(fake_videos: Iterable[np.ndarray], classifier: torch.nn.Module, b
 
 # ---- cache -------------------------------------------------------------------------------------
 
-def real_stats_key(real_path: Path, detector_id: str, protocol: Protocol, num: int, frames: int, subsample: int,
-                   resolution: int | None, seed: int, repeat: bool = False) -> str:
+def real_stats_fields(real_path: Path, detector_id: str, protocol: Protocol, num: int, frames: int,
+                      subsample: int, resolution: int | None, seed: int, repeat: bool = False) -> dict:
+    """Everything that changes the real statistics: their cache key."""
     stat = real_path.stat()
-    fields = {"version": CACHE_VERSION, "real": str(real_path.resolve()), "size": stat.st_size,
-              "mtime_ns": stat.st_mtime_ns, "detector": detector_id, "protocol": protocol.name,
-              "resize": protocol.resize, "num": num, "frames": frames, "subsample": subsample,
-              "resolution": resolution, "seed": seed, "repeat": repeat}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def load_cached_stats(path: Path) -> FeatureStats | None:
-    try:
-        with np.load(path) as arrays:
-            return FeatureStats.from_arrays(arrays)
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        return None  # unreadable cache entries (e.g. cut short by a kill) are recomputed
-
-
-def save_cached_stats(path: Path, stats: FeatureStats) -> str | None:
-    """Write a cache entry; a note instead of an error when it cannot be written (a read-only
-    --cache-dir must not cost the statistics just computed)."""
-    try:
-        with atomic_write(path) as tmp, tmp.open("wb") as f:  # a file object: numpy appends no suffix
-            np.savez(f, **stats.to_arrays())
-    except OSError as err:
-        return f"real statistics not cached: cannot write {path} ({err.strerror or err})"
-    return None
+    return {"version": CACHE_VERSION, "real": str(real_path.resolve()), "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns, "detector": detector_id, "protocol": protocol.name,
+            "resize": protocol.resize, "num": num, "frames": frames, "subsample": subsample,
+            "resolution": resolution, "seed": seed, "repeat": repeat}
 
 
 # ---- the whole evaluation ----------------------------------------------------------------------
@@ -447,12 +426,12 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
     real_path = Path(real)
     store = VideoStore(real_path)
     choice = choose_real_clips(store, num, frames, subsample, seed, repeat_real)  # cheap: names and lengths
-    cache_file = None
+    stats_file = None
     if use_cache:
-        key = real_stats_key(real_path, detector_id, proto, num, frames, subsample, resolution, seed, repeat_real)
-        cache_file = Path(cache_dir) if cache_dir is not None else cache_root()
-        cache_file = cache_file / "fvd" / f"{key}.npz"
-    real_stats = load_cached_stats(cache_file) if cache_file is not None and cache_file.exists() else None
+        stats_file = cache_file(Path(cache_dir or cache_root()) / "fvd", real_stats_fields(
+            real_path, detector_id, proto, num, frames, subsample, resolution, seed, repeat_real))
+    cached = load_stats(stats_file) if stats_file is not None and stats_file.exists() else None
+    real_stats = cached[0] if cached else None
     cache_note = None
     if distributed:  # rank 0's view of the cache decides for everyone
         real_stats = dist_lib.broadcast_object(real_stats)
@@ -463,8 +442,8 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         real_stats = compute_feature_stats(clips, detector, batch_size, resolution, progress, "real clips", len(choice))
         if distributed:
             real_stats = dist_lib.merge_feature_stats(real_stats)
-        if cache_file is not None and dist_lib.is_main():
-            cache_note = save_cached_stats(cache_file, real_stats)
+        if stats_file is not None and dist_lib.is_main():
+            cache_note = save_stats(stats_file, [real_stats])
     clips, fake_count = fake_clips(fake, num, frames, subsample)
     if distributed:
         clips, _ = fake_clips(fake, num, frames, subsample, select=dist_lib.shard(fake_count))
@@ -502,7 +481,7 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         "seed": seed, "real_clips": real_stats.count, "fake_clips": fake_stats.count,
         "real_videos_too_short": choice.too_short, "real_clips_repeated": choice.repeated,
         "detector": detector.name, "proxy": random_i3d_seed is not None and i3d is None,
-        "real_stats_cached": cache_hit, "cache_file": str(cache_file) if cache_file is not None else None,
+        "real_stats_cached": cache_hit, "cache_file": str(stats_file) if stats_file is not None else None,
     }
     if classifier is not None:
         probs_all = torch.cat(probs).numpy()

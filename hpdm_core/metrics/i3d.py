@@ -161,27 +161,6 @@ class StyleGANVI3D(nn.Module):
         return self.scripted(x, rescale=True, resize=True, return_features=True).float()
 
 
-class StyleGANVSignature(nn.Module):
-    """Our I3D behind StyleGAN-V's TorchScript call signature (to script and save, e.g. for tests):
-    x [B, 3, T, H, W] in [0, 255]; rescale maps to [-1, 1]; resize is trilinear to T x 224 x 224
-    (bilinear per frame, half-pixel); return_features gives logits, otherwise class probabilities."""
-
-    def __init__(self, net: InceptionI3d):
-        super().__init__()
-        self.net = net.eval()
-        self.size = INPUT_SIZE
-
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
-        x = x.float()
-        if rescale:
-            x = x * (2.0 / 255.0) - 1.0
-        if resize:
-            x = F.interpolate(x, size=[x.shape[2], self.size, self.size], mode="trilinear", align_corners=False)
-        logits = self.net(x)
-        return logits if return_features else logits.softmax(dim=1)
-
-
 def init_random_(net: nn.Module, generator: torch.Generator) -> nn.Module:
     """Random weights that keep activations O(1) through the depth (He-normal convs, random
     batch-norm statistics): a fixed feature map for proxy distances and equivalence tests."""

@@ -103,22 +103,6 @@ def convert_tfhub_i3d(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     return tfhub_variables_to_state_dict(read_tfhub_variables(folder))
 
 
-def import_tensorflow_hub():
-    """`import tensorflow_hub`, also where setuptools no longer ships `pkg_resources` (removed in
-    setuptools 81), which tensorflow_hub 0.16 uses only to compare TF version strings."""
-    try:
-        import pkg_resources  # noqa: F401
-    except ModuleNotFoundError:
-        import types
-
-        from packaging.version import parse
-
-        sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
-    import tensorflow_hub
-
-    return tensorflow_hub
-
-
 def _dump_variables(folder: str, out: str) -> int:
     try:
         import tensorflow as tf

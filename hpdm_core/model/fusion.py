@@ -23,14 +23,17 @@ def context_grids(offsets: torch.Tensor, geometry: PatchGeometry, token: tuple[i
             for level in levels if level >= 1}
 
 
-def sample_context(lower: torch.Tensor, grid: torch.Tensor, token_grid: tuple[int, int, int]) -> torch.Tensor:
-    """Mean over k of trilinear samples of lower [B, l, N, D] at grid [B, l, gf, gh, gw, 3] -> [B, N, D]."""
-    b, l = lower.shape[:2]
-    volume = rearrange(lower, "b l (f h w) d -> (b l) d f h w", f=token_grid[0], h=token_grid[1], w=token_grid[2])
-    # mode "bilinear" on a 5-D input is trilinear; border padding keeps edge tokens from fading to zero.
-    sampled = F.grid_sample(volume, grid.flatten(0, 1).to(volume.dtype), mode="bilinear",
-                            padding_mode="border", align_corners=False)
-    return rearrange(sampled, "(b l) d f h w -> b l (f h w) d", b=b, l=l).mean(1)
+def sample_context(lower: list[torch.Tensor], grid: torch.Tensor, token_grid: tuple[int, int, int]) -> torch.Tensor:
+    """Mean over k of trilinear samples of lower[k] [B, N, D] at grid[:, k] [B, gf, gh, gw, 3] -> [B, N, D]."""
+    f, h, w = token_grid
+    total = None
+    for k, acts in enumerate(lower):
+        volume = rearrange(acts, "b (f h w) d -> b d f h w", f=f, h=h, w=w)
+        # mode "bilinear" on a 5-D input is trilinear; border padding keeps edge tokens from fading to zero.
+        sampled = F.grid_sample(volume, grid[:, k].to(volume.dtype), mode="bilinear", padding_mode="border",
+                                align_corners=False)
+        total = sampled if total is None else total + sampled
+    return rearrange(total / len(lower), "b d f h w -> b (f h w) d")
 
 
 def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -61,10 +64,10 @@ class DeepFusion(nn.Module):
             self.proj.weight[:, :dim].copy_(torch.eye(dim))
             self.proj.bias.zero_()
 
-    def forward(self, acts: torch.Tensor, lower: torch.Tensor, grid: torch.Tensor, coords: torch.Tensor | None,
+    def forward(self, acts: torch.Tensor, lower: list[torch.Tensor], grid: torch.Tensor, coords: torch.Tensor | None,
                 token_grid: tuple[int, int, int]) -> torch.Tensor:
-        """Fuse acts [B, N, D] of level l with the lower levels' block inputs [B, l, N, D]."""
-        lower = scale_gradient(lower, self.grad_scale)
+        """Fuse acts [B, N, D] of level l with the lower levels' block inputs (a list of l [B, N, D])."""
+        lower = [scale_gradient(t, self.grad_scale) for t in lower]
         parts = [acts, sample_context(lower, grid, token_grid).to(acts.dtype)]
         if self.use_coords:
             parts.append(coords.to(acts.dtype))

@@ -1,10 +1,11 @@
 """The HPDM network: a RIN that denoises a chain of nested patches jointly (DESIGN.md, Network).
 
 Levels are folded into the batch: interface activations a [B, n, N, D], latents z [B, n, M+3, Dl]
-(M learned latents of the level plus noise-level, pyramid-level and class tokens). Block b only
-touches levels < levels_per_block[b] (adaptive computation); before it, deep context fusion feeds
-each processed level l >= 1 with its lower levels' block inputs. Information flows only upwards, so
-level k's output never depends on a level above k, which is what makes inference caching exact.
+(M learned latents of the level plus noise-level, pyramid-level and class tokens), kept between blocks
+as one tensor per level. Block b only touches levels < levels_per_block[b] (`HPDM.processes`, adaptive
+computation); before it, deep context fusion feeds each processed level l >= 1 with its lower levels'
+block inputs. Information flows only upwards, so level k's output never depends on a level above k,
+which is what makes inference caching exact.
 """
 
 from __future__ import annotations
@@ -39,23 +40,10 @@ class ContextCache:
     pixels: torch.Tensor | None = None
     offload: bool = False
 
-    def block(self, index: int, device: torch.device) -> torch.Tensor | None:
+    def block(self, index: int, device: torch.device) -> list[torch.Tensor] | None:
+        """Block `index`'s inputs of the lower levels, one [B, N, D] tensor per level, on `device`."""
         acts = self.acts[index]
-        return None if acts is None else acts.to(device, non_blocking=True)
-
-    @property
-    def batch_size(self) -> int:
-        tensors = [t for t in self.acts if t is not None] + ([self.pixels] if self.pixels is not None else [])
-        return tensors[0].shape[0] if tensors else 0
-
-    def select(self, rows: torch.Tensor | slice) -> "ContextCache":
-        """The cache of a subset of the batch (e.g. one tile batch)."""
-        pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return ContextCache(self.level, [pick(t) for t in self.acts], pick(self.pixels), self.offload)
-
-    def nbytes(self) -> int:
-        tensors = [t for t in self.acts if t is not None] + ([self.pixels] if self.pixels is not None else [])
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return None if acts is None else list(acts.to(device, non_blocking=True).unbind(1))
 
 
 def _store(tensor: torch.Tensor, offload: bool) -> torch.Tensor:
@@ -72,7 +60,7 @@ class HPDM(nn.Module):
         self.geometry = PatchGeometry.from_config(cfg)
         self.token = tuple(int(t) for t in cfg.token)
         self.token_grid = token_grid(self.geometry, self.token)
-        self.levels_per_block = [int(n) for n in cfg.levels_per_block]
+        self.levels_per_block = [int(n) for n in cfg.block_levels]
         self.fusion = cfg.fusion
         num_tokens = self.token_grid[0] * self.token_grid[1] * self.token_grid[2]
         pixels_per_token = self.token[0] * self.token[1] * self.token[2]
@@ -119,7 +107,7 @@ class HPDM(nn.Module):
             # A block that processes only level 0 has nothing to fuse: its projection can never run.
             # Frozen, it stays out of the optimizer and DDP's gradient all-reduce (which would otherwise
             # wait for a gradient that never comes); kept registered so checkpoints share one layout.
-            if self.levels_per_block[index] < 2:
+            if not self.processes(index, 1):
                 fusion.requires_grad_(False)
 
     # ------------------------------------------------------------------ pieces
@@ -163,40 +151,45 @@ class HPDM(nn.Module):
         return rearrange(pixels, "b n (f h w) (tf th tw c) -> b n c (f tf) (h th) (w tw)",
                          f=gf, h=gh, w=gw, tf=tf, th=th, tw=tw)
 
-    def run_block(self, index: int, a: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Block `index` on levels folded into the batch: a [B, m, N, D], z [B, m, M', Dl]."""
-        b, m = a.shape[:2]
-        a, z = self.blocks[index](a.flatten(0, 1), z.flatten(0, 1))
-        return a.unflatten(0, (b, m)), z.unflatten(0, (b, m))
+    def processes(self, block: int, level: int) -> bool:
+        """Adaptive computation: block `block` processes level `level` iff level < levels_per_block[block];
+        the levels above pass through it unchanged."""
+        return level < self.levels_per_block[block]
 
-    def processed_levels(self, index: int, num_levels: int) -> int:
-        """How many of a chain's lowest num_levels levels block `index` processes."""
-        return min(self.levels_per_block[index], num_levels)
+    def run_block(self, index: int, a: list[torch.Tensor], z: list[torch.Tensor]):
+        """Block `index` on m levels folded into the batch: a, z are per-level lists ([B, N, D], [B, M', Dl])."""
+        m = len(a)
+        fold = lambda t: t[0] if m == 1 else torch.cat(t)  # noqa: E731 -- one level: no copy
+        a, z = self.blocks[index](fold(a), fold(z))
+        return list(a.chunk(m)), list(z.chunk(m))
 
     # ------------------------------------------------------------------ full chain
 
     def _run(self, x, noise_cond, offsets, labels, keep_context: bool = False, offload: bool = False):
+        """Levels 0..n-1 jointly -> (the last block's outputs, one [B, N, D] per level; the cache's block inputs)."""
         n = x.shape[1]
         offsets = offsets[:, :n]
         if self.fusion == "shallow":
             x = shallow_inputs(x, offsets, self.geometry)
         a, z, coords = self.embed(x, noise_cond, offsets, labels)
         grids = context_grids(offsets, self.geometry, self.token, range(1, n)) if self.fusion == "deep" else {}
+        # One tensor per level: a block replaces the levels it processes and leaves the others in place
+        # (concatenating its output with the untouched levels copied every activation at every block).
+        a, z = list(a.unbind(1)), list(z.unbind(1))
         kept = []
         for index in range(len(self.blocks)):
-            m = self.processed_levels(index, n)
             # The cache for level n keeps the inputs of the blocks that would process level n.
-            kept.append(_store(a, offload) if keep_context and self.levels_per_block[index] > n else None)
+            keep = keep_context and self.processes(index, n)
+            kept.append(_store(torch.stack(a, 1), offload) if keep else None)
             if keep_context and index == len(self.blocks) - 1:
                 break  # the last block's outputs are never context
-            inputs = a[:, :m]
-            if self.fusion == "deep" and m > 1:
+            m = sum(self.processes(index, level) for level in range(n))
+            inputs = a[:m]
+            if self.fusion == "deep":
                 # Every level is fused from the block *inputs* of its lower levels (Eq. 7/9: a^{b-1}).
-                inputs = torch.stack([inputs[:, 0]] + [
-                    self.fusions[index](inputs[:, level], inputs[:, :level], grids[level], coords[:, level],
-                                        self.token_grid) for level in range(1, m)], 1)
-            a_new, z_new = self.run_block(index, inputs, z[:, :m])
-            a, z = torch.cat([a_new, a[:, m:]], 1), torch.cat([z_new, z[:, m:]], 1)
+                inputs = [inputs[0]] + [self.fusions[index](inputs[level], inputs[:level], grids[level],
+                                                            coords[:, level], self.token_grid) for level in range(1, m)]
+            a[:m], z[:m] = self.run_block(index, inputs, z[:m])
         return a, kept
 
     def forward(self, x: torch.Tensor, noise_cond: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
@@ -212,7 +205,7 @@ class HPDM(nn.Module):
             raise ValueError(f"x has {x.shape[1]} levels but noise_cond is {list(noise_cond.shape)} "
                              f"and offsets {list(offsets.shape)}")
         a, _ = self._run(x, noise_cond, offsets, labels)
-        return self.detokenize(a)
+        return self.detokenize(torch.stack(a, 1))
 
     # ------------------------------------------------------------------ caching
 
@@ -231,7 +224,6 @@ class HPDM(nn.Module):
         acts = [None] * len(self.blocks)
         if self.fusion == "deep":
             _, acts = self._run(x, noise_cond, offsets, labels, keep_context=True, offload=offload)
-            acts = [None if t is None else t[:, :level] for t in acts]
         return ContextCache(level, acts, pixels, offload)
 
     def _forward_cached(self, x, noise_cond, offsets, labels, context: ContextCache) -> torch.Tensor:
@@ -248,11 +240,12 @@ class HPDM(nn.Module):
         a, z, coords = self.embed(x, noise_cond, offsets, labels, first_level=level)
         deep = self.fusion == "deep" and level >= 1
         grid = context_grids(offsets, self.geometry, self.token, range(level, level + 1))[level] if deep else None
+        a, z = [a[:, 0]], [z[:, 0]]
         for index in range(len(self.blocks)):
-            if self.levels_per_block[index] <= level:
-                continue  # this block leaves level `level` unchanged
+            if not self.processes(index, level):
+                continue
             if deep:
-                lower = context.block(index, a.device)
-                a = self.fusions[index](a[:, 0], lower, grid, coords[:, 0], self.token_grid).unsqueeze(1)
+                lower = context.block(index, a[0].device)
+                a = [self.fusions[index](a[0], lower, grid, coords[:, 0], self.token_grid)]
             a, z = self.run_block(index, a, z)
-        return self.detokenize(a)
+        return self.detokenize(a[0].unsqueeze(1))
