@@ -1,6 +1,6 @@
 """A learning curve of the `tiny` preset: what the model has learned, measured as it trains.
 
-    python benchmarks/learning.py                       # synthetic set, 800 steps, scores every 200
+    python benchmarks/learning.py                       # synthetic set, 600 steps, scores every 200
     python benchmarks/learning.py --steps 1600 --every 400 --samples 32 --out /tmp/learning
 
 At each checkpoint the EMA model samples `--samples` videos (classes cycling) with the preset's
@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_learning"))
     parser.add_argument("--data", type=Path, help="dataset file (default: a synthetic set made in --out)")
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--every", type=int, default=200)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--sample-steps", type=int, help="sampler steps at level 0 (default: the preset's)")
@@ -81,7 +81,7 @@ def main() -> None:
 
     data = args.data or args.out / "synthetic.h5"
     if not data.exists():
-        make_synthetic(data)
+        make_synthetic(data, classes=preset("tiny").model.num_classes)  # the quickstart's set
     clf_path = args.out / "classifier.pt"
     if not clf_path.exists():
         summary = train_classifier(data, clf_path)
