@@ -78,7 +78,8 @@ def synthetic(
     num_videos: Annotated[int, typer.Option(help="number of videos")] = 256,
     frames: Annotated[int, typer.Option(help="frames per video")] = 32,
     resolution: Annotated[int, typer.Option(help="frame height and width")] = 64,
-    classes: Annotated[int, typer.Option(help="classes (each a shape and colour pair)")] = 8,
+    classes: Annotated[int, typer.Option(
+        help="classes (each a shape and colour pair; up to 7 have distinct colours)")] = 4,
     seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same videos")] = 0,
     fps: Annotated[float, typer.Option(help="frame rate stored with the videos")] = 8.0,
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",

@@ -185,12 +185,6 @@ def _tiny() -> Config:
     # Four classes, one colour each: the synthetic set gives class k the colour k mod 7 and the shape
     # k mod 6, so 8 classes put two shapes in red, which a 600-step model does not resolve.
     m.num_classes = 4
-    # Levels >= 1 send 0.3 of their gradient into the lower levels through the context (the paper: all
-    # of it). The full gradient drowns level 0's own: on the 8-class set after 300 steps the label gap
-    # at sigma 8 was 0.008 with it and 0.23 with the context detached. Detached, the 4x4-pixel token
-    # blocks come back at level 2. On this set, 8 samples after 600-800 steps: detached 6/8 recognised,
-    # seam 1.96; 0.1: 6/8, seam 1.26; 0.3: 8/8, seam 1.29, classifier FD 9.8 (0.1: 20.5).
-    m.context_grad_scale = 0.3
     # Noisier training draws than EDM's images (median sigma 1 at level 0 instead of 0.3; the level
     # shift still doubles it per level). Level 0 of this preset is a whole 8x16x16 clip in which the
     # object covers hundreds of pixel values: at EDM's P_mean its colour reads through the noise in

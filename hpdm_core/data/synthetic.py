@@ -110,7 +110,7 @@ def synthetic_video(index: int, frames: int = 32, resolution: int = 64, classes:
 
 
 def make_synthetic(out: str | os.PathLike, num_videos: int = 256, frames: int = 32, resolution: int = 64,
-                   classes: int = 8, seed: int = 0, fps: float = 8.0, compression: str = "none",
+                   classes: int = 4, seed: int = 0, fps: float = 8.0, compression: str = "none",
                    progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the synthetic set to `out` (the dataset layout of h5store.py, source="synthetic")."""
     if num_videos < 1 or frames < 1:
