@@ -161,9 +161,11 @@ def level_video(clips: torch.Tensor, level: int, geometry: PatchGeometry) -> tor
     return clips if factor == 1 else F.avg_pool3d(clips, kernel_size=factor, stride=factor)
 
 
-def crop(videos: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
-    """Exact crops [B, C, *size] of videos [B, C, F, H, W] at integer offsets [B, 3]."""
-    b = torch.arange(videos.shape[0], device=videos.device)
+def crop(videos: torch.Tensor, offsets: torch.Tensor, size: tuple[int, int, int],
+         rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact crops [n, C, *size] of videos [B, C, F, H, W] at integer offsets [n, 3]: crop i is taken
+    from video rows[i] (default: video i), gathered directly rather than copying whole videos first."""
+    b = torch.arange(videos.shape[0], device=videos.device) if rows is None else rows
     fi, hi, wi = (offsets[:, axis, None] + torch.arange(size[axis], device=videos.device) for axis in range(3))
     out = videos.permute(0, 2, 3, 4, 1)[b[:, None, None, None], fi[:, :, None, None], hi[:, None, :, None],
                                         wi[:, None, None, :]]

@@ -118,7 +118,7 @@ class LevelDenoiser:
         samples = self.item_sample[items]
         chains = self.item_chain[items]
         patch = self.geometry.patch
-        x = torch.stack([crop(self.lower[k][samples], chains[:, k], patch) for k in range(self.level)], 1)
+        x = torch.stack([crop(self.lower[k], chains[:, k], patch, rows=samples) for k in range(self.level)], 1)
         if self.guided:
             x = torch.cat([x, x])
         return x, self.context_sigma.expand(x.shape[0], -1)
@@ -135,7 +135,7 @@ class LevelDenoiser:
     def _denoise_batch(self, index: int, items: slice, canvas: torch.Tensor, sigma: float) -> torch.Tensor:
         """Denoised top-level patches [n_items, C, *r] of one tile batch, guidance applied."""
         chains, labels = self._rows(items)
-        top = crop(canvas[self.item_sample[items]], self.item_chain[items, -1], self.geometry.patch)
+        top = crop(canvas, self.item_chain[items, -1], self.geometry.patch, rows=self.item_sample[items])
         if self.guided:
             top = torch.cat([top, top])
         top = top.unsqueeze(1)
