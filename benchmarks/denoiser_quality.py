@@ -10,6 +10,11 @@ unchanged:
 - well below 1: the level is denoised;
 - near or above 1: the denoiser keeps or adds noise at that sigma. The last sampling steps then
   leave grain, which is what a top level trained only at high noise does (issue 10).
+
+A second table shows how much the denoised patches look like a mosaic of interface tokens: the mean
+squared step between neighbouring pixels across a token's edge over the one inside a token (h and w
+axes), divided by the same ratio of the clean patches. 1: token edges are as smooth as the data's;
+well above 1: each token is predicted on its own (the per-token colour mosaic of issue 10).
 """
 
 from __future__ import annotations
@@ -26,6 +31,37 @@ from hpdm_core.checkpoint import load_for_inference  # noqa: E402
 from hpdm_core.data.dataset import ClipDataset  # noqa: E402
 from hpdm_core.diffusion import context_sigma  # noqa: E402
 from hpdm_core.training import StepBatches  # noqa: E402
+
+
+def edge_ratio(x: torch.Tensor, token: tuple[int, int, int]) -> float:
+    """Mean squared step between neighbouring pixels across token edges / inside tokens, h and w axes
+    of x [..., f, h, w]."""
+    across, inside = 0.0, 0.0
+    for axis, size in ((-2, token[1]), (-1, token[2])):
+        step = x.diff(dim=axis).square().movedim(axis, 0)  # step i lies between pixels i and i + 1
+        edge = (torch.arange(step.shape[0]) + 1) % size == 0
+        across, inside = across + float(step[edge].mean()), inside + float(step[~edge].mean())
+    return across / inside
+
+
+@torch.no_grad()
+def mosaic_ratios(denoiser, chains: dict[str, torch.Tensor], sigmas: list[float], diffusion_cfg,
+                  token: tuple[int, int, int], generator: torch.Generator) -> list[list[float]]:
+    """[level][sigma] -> edge_ratio of D's output on that level / edge_ratio of the clean level."""
+    x, offsets, labels = chains["patches"], chains["offsets"], chains["labels"]
+    batch, levels = x.shape[:2]
+    context = torch.tensor([context_sigma(k, diffusion_cfg) for k in range(levels)])
+    table = []
+    for level in range(levels):
+        clean = edge_ratio(x[:, level], token)
+        row = []
+        for s in sigmas:
+            sigma = context.expand(batch, levels).clone()
+            sigma[:, level] = s
+            noisy = x + torch.randn(x.shape, generator=generator) * sigma[..., None, None, None, None]
+            row.append(edge_ratio(denoiser(noisy, sigma, offsets, labels)[:, level], token) / clean)
+        table.append(row)
+    return table
 
 
 @torch.no_grad()
@@ -68,6 +104,13 @@ def main() -> None:
     print(f"{args.run} step {info['step']} (EMA): MSE of D / sigma^2 (1 = the noisy input unchanged)")
     print("level " + "".join(f"{f's={s:g}':>9}" for s in sigmas))
     for level, row in enumerate(table):
+        print(f"{level:>5} " + "".join(f"{v:>9.2f}" for v in row))
+    token = tuple(int(t) for t in cfg.model.token)
+    mosaic = mosaic_ratios(denoiser, chains, sigmas, cfg.diffusion, token, torch.Generator().manual_seed(args.seed))
+    print(f"token mosaic of D's output: steps across token edges / inside tokens, over the clean data's "
+          f"(1 = as smooth as the data; token {'x'.join(map(str, token))})")
+    print("level " + "".join(f"{f's={s:g}':>9}" for s in sigmas))
+    for level, row in enumerate(mosaic):
         print(f"{level:>5} " + "".join(f"{v:>9.2f}" for v in row))
 
 

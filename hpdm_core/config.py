@@ -55,6 +55,10 @@ class ModelConfig:
     # Not in the paper (README, "The network"): the noise level, pyramid level and class also scale and
     # shift every interface token, as adaLN-Zero does in DiT; false = conditioning through latents only.
     interface_conditioning: bool = True
+    # Not in the paper (README, "The network"): a depthwise 3x3 convolution over each frame's token grid
+    # after every block's write, gated by the conditioning and zero-initialised, so that neighbouring
+    # tokens can agree.
+    token_mixing: bool = False
     init: str = "glorot"  # Linear weights: glorot (RIN's reference code) | vit (truncated normal, std 0.02)
     num_classes: int = 101  # index num_classes is the null class used for guidance
 

@@ -9,14 +9,19 @@ from hpdm_core.config import Config, preset
 from hpdm_core.diffusion import build_denoiser
 from hpdm_core.model import HPDM, ContextCache
 from hpdm_core.model.fusion import DeepFusion
+from hpdm_core.model.rin import TokenMixing
 from hpdm_core.pyramid import PatchGeometry, context_grid, sample_nested_offsets
 
-FUSIONS = ["deep", "shallow", "none"]
+FUSIONS = ["deep", "shallow", "none", "deep+token_mixing"]
 
 
 def small_config(fusion="deep", levels_per_block=(1, 2, 3, 3), **overrides) -> Config:
+    """A small 3-level model; "deep+token_mixing" is deep fusion with model.token_mixing = true."""
     cfg = Config()
     m = cfg.model
+    fusion, *switches = fusion.split("+")
+    for switch in switches:
+        setattr(m, switch, True)
     m.patch, m.token, m.num_levels = [2, 8, 8], [1, 4, 4], 3
     m.interface_dim, m.latent_dim, m.num_latents, m.latent_layers, m.head_dim = 32, 32, 4, 1, 16
     m.mlp_ratio, m.fourier_features, m.num_classes = 2.0, 4, 5
@@ -37,6 +42,11 @@ def open_context_path(model: HPDM) -> None:
 def make_model(cfg: Config, dtype=torch.float64) -> HPDM:
     model = HPDM(cfg.model).to(dtype)
     open_context_path(model)
+    g = torch.Generator().manual_seed(8)
+    for block in model.blocks:  # token mixing starts as the identity too; random weights test it
+        if block.mixing is not None:
+            with torch.no_grad():
+                block.mixing.weight.copy_(torch.randn(block.mixing.weight.shape, generator=g) * 0.2)
     return model
 
 
@@ -63,6 +73,7 @@ def reference_forward(model: HPDM, x, noise_cond, offsets, labels):
         a, z, coords = model.embed(x[:, level:level + 1], noise_cond[:, level:level + 1], offsets[:, :level + 1],
                                    labels, first_level=level)
         a, z, coords = a[:, 0], z[:, 0], coords[:, 0]
+        cond = z[:, -3:].sum(1, keepdim=True)  # noise level + pyramid level + class embeddings
         for b, block in enumerate(model.blocks):
             if level >= model.levels_per_block[b]:
                 continue
@@ -77,14 +88,15 @@ def reference_forward(model: HPDM, x, noise_cond, offsets, labels):
                     samples.append(rearrange(sampled, "b d f h w -> b (f h w) d"))
                 ctx = torch.stack(samples).mean(0)
                 a = model.fusions[b].proj(torch.cat([a, ctx, coords.to(x.dtype)], -1))
-            a, z = block(a, z)
+            a, z = block(a, z, cond)
         outputs.append(model.detokenize(a.unsqueeze(1))[:, 0])
     return torch.stack(outputs, 1)
 
 
+@pytest.mark.parametrize("fusion", ["deep", "deep+token_mixing"])
 @pytest.mark.parametrize("levels_per_block", [(3, 3, 3, 3), (1, 2, 3, 3), (1, 1, 1, 3)])
-def test_forward_equals_a_plain_loop_over_levels(levels_per_block):
-    cfg = small_config("deep", levels_per_block)
+def test_forward_equals_a_plain_loop_over_levels(levels_per_block, fusion):
+    cfg = small_config(fusion, levels_per_block)
     model = make_model(cfg)
     inputs = make_inputs(cfg)
     out = model(*inputs)
@@ -102,6 +114,27 @@ def test_adaptive_computation_changes_only_the_skipping_levels():
     # Level 0 goes through every block: equal up to float64 rounding (row counts change BLAS blocking).
     torch.testing.assert_close(full[:, 0], skipped[:, 0], atol=1e-12, rtol=0)
     assert (full[:, 2] - skipped[:, 2]).abs().max() > 1e-3
+
+
+def test_token_mixing_starts_as_identity_and_reaches_only_neighbouring_tokens():
+    mixing = TokenMixing(4, 6, (3, 4, 5))
+    mixing.reset_parameters()
+    a, cond = torch.randn(2, 60, 4), torch.randn(2, 1, 6)
+    torch.testing.assert_close(mixing(a, cond), a)
+    with torch.no_grad():
+        mixing.weight.normal_()
+        mixing.gate.weight.normal_()
+    changed = a.clone()
+    changed[0, 2 * 20 + 0 * 5 + 4] += 1.0  # token (f=2, h=0, w=4), a corner of the last frame
+    moved = (mixing(changed, cond) - mixing(a, cond)).abs().sum(-1)[0].reshape(3, 4, 5) > 0
+    expected = torch.zeros(3, 4, 5, dtype=torch.bool)
+    expected[2, :2, 3:] = True  # its 3x3 neighbourhood in its own frame, cut by the grid's edges
+    assert torch.equal(moved, expected)
+    # The conditioning scales the branch per channel: a zero gate (1 + gate = 0) turns it off.
+    with torch.no_grad():
+        mixing.gate.weight.zero_()
+        mixing.gate.bias.fill_(-1.0)
+    torch.testing.assert_close(mixing(changed, cond), changed)
 
 
 def test_fusion_starts_as_identity():

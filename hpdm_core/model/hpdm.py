@@ -53,6 +53,12 @@ def _store(tensor: torch.Tensor, offload: bool) -> torch.Tensor:
     return tensor.pin_memory() if torch.cuda.is_available() else tensor
 
 
+def conditioning_of(z: torch.Tensor) -> torch.Tensor:
+    """The summed conditioning embedding [..., 1, Dl] (noise level + pyramid level + class) of embed's
+    latents z [..., M + 3, Dl], whose last EXTRA_LATENTS tokens are those three embeddings."""
+    return z[..., -EXTRA_LATENTS:, :].sum(-2, keepdim=True)
+
+
 class HPDM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -89,7 +95,8 @@ class HPDM(nn.Module):
         if cfg.interface_conditioning:
             self.interface_modulation = nn.Linear(latent_dim, 2 * dim)
 
-        self.blocks = nn.ModuleList(RINBlock(dim, latent_dim, cfg.latent_layers, cfg.head_dim, cfg.mlp_ratio)
+        self.blocks = nn.ModuleList(RINBlock(dim, latent_dim, cfg.latent_layers, cfg.head_dim, cfg.mlp_ratio,
+                                             self.token_grid if cfg.token_mixing else None)
                                     for _ in range(cfg.num_blocks))
         if cfg.fusion == "deep":
             self.fusions = nn.ModuleList(DeepFusion(dim, cfg.use_coords, cfg.detach_context, cfg.context_grad_scale)
@@ -102,6 +109,9 @@ class HPDM(nn.Module):
         nn.init.trunc_normal_(self.latents, std=0.02)
         if cfg.interface_conditioning:  # zero: the modulation starts as the identity
             nn.init.zeros_(self.interface_modulation.weight)
+        for block in self.blocks:
+            if block.mixing is not None:
+                block.mixing.reset_parameters()
         for index, fusion in enumerate(getattr(self, "fusions", [])):
             fusion.reset_parameters()
             # A block that processes only level 0 has nothing to fuse: its projection can never run.
@@ -156,11 +166,12 @@ class HPDM(nn.Module):
         the levels above pass through it unchanged."""
         return level < self.levels_per_block[block]
 
-    def run_block(self, index: int, a: list[torch.Tensor], z: list[torch.Tensor]):
-        """Block `index` on m levels folded into the batch: a, z are per-level lists ([B, N, D], [B, M', Dl])."""
+    def run_block(self, index: int, a: list[torch.Tensor], z: list[torch.Tensor], cond: list[torch.Tensor]):
+        """Block `index` on m levels folded into the batch: a, z, cond are per-level lists ([B, N, D],
+        [B, M', Dl], [B, 1, Dl]: the conditioning embedding, see `conditioning_of`)."""
         m = len(a)
         fold = lambda t: t[0] if m == 1 else torch.cat(t)  # noqa: E731 -- one level: no copy
-        a, z = self.blocks[index](fold(a), fold(z))
+        a, z = self.blocks[index](fold(a), fold(z), fold(cond[:m]))
         return list(a.chunk(m)), list(z.chunk(m))
 
     # ------------------------------------------------------------------ full chain
@@ -172,6 +183,7 @@ class HPDM(nn.Module):
         if self.fusion == "shallow":
             x = shallow_inputs(x, offsets, self.geometry)
         a, z, coords = self.embed(x, noise_cond, offsets, labels)
+        cond = list(conditioning_of(z).unbind(1))
         grids = context_grids(offsets, self.geometry, self.token, range(1, n)) if self.fusion == "deep" else {}
         # One tensor per level: a block replaces the levels it processes and leaves the others in place
         # (concatenating its output with the untouched levels copied every activation at every block).
@@ -189,7 +201,7 @@ class HPDM(nn.Module):
                 # Every level is fused from the block *inputs* of its lower levels (Eq. 7/9: a^{b-1}).
                 inputs = [inputs[0]] + [self.fusions[index](inputs[level], inputs[:level], grids[level],
                                                             coords[:, level], self.token_grid) for level in range(1, m)]
-            a[:m], z[:m] = self.run_block(index, inputs, z[:m])
+            a[:m], z[:m] = self.run_block(index, inputs, z[:m], cond)
         return a, kept
 
     def forward(self, x: torch.Tensor, noise_cond: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
@@ -238,6 +250,7 @@ class HPDM(nn.Module):
                                       self.geometry))
             x = torch.cat([x, parent.unsqueeze(1)], 2)
         a, z, coords = self.embed(x, noise_cond, offsets, labels, first_level=level)
+        cond = [conditioning_of(z)[:, 0]]
         deep = self.fusion == "deep" and level >= 1
         grid = context_grids(offsets, self.geometry, self.token, range(level, level + 1))[level] if deep else None
         a, z = [a[:, 0]], [z[:, 0]]
@@ -247,5 +260,5 @@ class HPDM(nn.Module):
             if deep:
                 lower = context.block(index, a[0].device)
                 a = [self.fusions[index](a[0], lower, grid, coords[:, 0], self.token_grid)]
-            a, z = self.run_block(index, a, z)
+            a, z = self.run_block(index, a, z, cond)
         return self.detokenize(a[0].unsqueeze(1))
