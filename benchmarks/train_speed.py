@@ -1,6 +1,6 @@
 """Training cost of HPDM's design choices, measured side by side in one run.
 
-    python benchmarks/train_speed.py [--steps 4] [--batch 8] [--device auto] [--threads N]
+    python benchmarks/train_speed.py [--steps 8] [--batch 8] [--device auto] [--threads N]
 
 (a) adaptive computation (levels_per_block [1,1,2,2,3,3]) vs none ([3]*6): videos/s
     (paper: 4.4 vs 2.73 videos/s, 1.61x);
@@ -8,12 +8,15 @@
     patch is the whole target video): step time and peak memory (target >= 8x each);
 (c) deep vs shallow context fusion: step time (paper: shallow about 10 % faster).
 
-Every variant has the same width and runs in its own subprocess, so peak memory is its own: on CUDA
-torch.cuda.max_memory_allocated; on CPU the growth of the process's peak resident set
-(getrusage ru_maxrss) over its resident set just before the first step, i.e. everything the training
-steps allocate (activations, gradients, optimizer state). A step is one full optimisation step
-(Trainer.train_step: loss, backward, clipping, LAMB, EMA) on a prepared batch; data loading is left
-out because both sides of (b) read the same target clips.
+Every variant has the same width. Times come from one process that builds every variant's trainer
+and steps them in turn (round robin, the starting variant rotating each round): a slow patch of the
+machine (another process, a frequency change) then hits every variant alike instead of one, and the
+ratios hold still from run to run. The median step of each variant is reported. Peak memory comes
+from a subprocess per variant, so it is its own: on CUDA torch.cuda.max_memory_allocated; on CPU the
+growth of the process's peak resident set (getrusage ru_maxrss) over its resident set just before the
+first step, i.e. everything the training steps allocate (activations, gradients, optimizer state).
+A step is one full optimisation step (Trainer.train_step: loss, backward, clipping, LAMB, EMA) on a
+prepared batch; data loading is left out because both sides of (b) read the same target clips.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,70 +55,100 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def run_variant(name: str, steps: int, batch: int, device: str) -> dict:
+def make_trainer(name: str, steps: int, batch: int, device: str, run_dir: str):
+    """Variant `name`'s Trainer and one prepared batch of random target clips."""
     from hpdm_core.config import apply_overrides, preset
     from hpdm_core.pyramid import PatchGeometry, extract_hierarchy, sample_nested_offsets
     from hpdm_core.training import Trainer
 
     cfg = apply_overrides(preset("tiny"), BASE + VARIANTS[name] + [f"train.batch_size={batch}",
                                                                    f"train.steps={steps + 2}"]).validate()
+    trainer = Trainer(cfg, run_dir, device=device, tensorboard=False)
+    geometry = PatchGeometry.from_config(cfg.model)
+    g = torch.Generator().manual_seed(0)
+    clips = torch.rand(batch, 3, *geometry.target, generator=g) * 2 - 1
+    offsets = sample_nested_offsets(batch, geometry, generator=g)
+    data = {"patches": extract_hierarchy(clips, offsets, geometry), "offsets": offsets,
+            "labels": torch.randint(8, (batch,), generator=g)}
+    return trainer, data
+
+
+def timed_step(trainer, data) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one training step."""
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    sync()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    trainer.train_step(data)
+    sync()
+    return time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def time_variants(names: list[str], steps: int, batch: int, device: str) -> dict[str, dict]:
+    """Median wall and CPU step time of each variant, all stepped round robin in this process."""
+    with tempfile.TemporaryDirectory() as root:
+        built = {name: make_trainer(name, steps, batch, device, os.path.join(root, name)) for name in names}
+        for trainer, data in built.values():  # warm-up: kernels, optimizer state, allocator pools
+            trainer.train_step(data)
+        times = {name: [] for name in names}
+        for i in range(steps):
+            order = names[i % len(names):] + names[:i % len(names)]
+            for name in order:
+                times[name].append(timed_step(*built[name]))
+    out = {}
+    for name, (trainer, _) in built.items():
+        wall, cpu = (statistics.median(t[k] for t in times[name]) for k in (0, 1))
+        out[name] = {"device": str(trainer.device), "parameters": trainer.num_parameters,
+                     "threads": torch.get_num_threads(), "step_s": wall, "cpu_s": cpu, "videos_per_s": batch / wall}
+    return out
+
+
+def peak_memory(name: str, steps: int, batch: int, device: str) -> dict:
+    """Peak memory of `steps` training steps of one variant (run alone in its own process)."""
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(cfg, run_dir, device=device, tensorboard=False)
-        geometry = PatchGeometry.from_config(cfg.model)
-        g = torch.Generator().manual_seed(0)
-        clips = torch.rand(batch, 3, *geometry.target, generator=g) * 2 - 1
-        offsets = sample_nested_offsets(batch, geometry, generator=g)
-        data = {"patches": extract_hierarchy(clips, offsets, geometry), "offsets": offsets,
-                "labels": torch.randint(8, (batch,), generator=g)}
+        trainer, data = make_trainer(name, steps, batch, device, run_dir)
         cuda = trainer.device.type == "cuda"
-        sync = torch.cuda.synchronize if cuda else (lambda: None)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         base_rss = rss_bytes()
-        times, cpu_times = [], []
-        for i in range(steps + 1):  # the first step warms up kernels and allocates optimizer state
-            sync()
-            start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in range(steps + 1):
             trainer.train_step(data)
-            sync()
-            if i:
-                times.append(time.perf_counter() - start)
-                cpu_times.append(time.process_time() - cpu_start)
         peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes() - base_rss
-    step_time = min(times)  # best of N: the least disturbed by other processes on the machine
-    return {"variant": name, "device": str(trainer.device), "parameters": trainer.num_parameters,
-            "threads": torch.get_num_threads(), "step_s": step_time, "cpu_s": min(cpu_times),
-            "videos_per_s": batch / step_time, "peak_bytes": int(peak),
+    return {"peak_bytes": int(peak),
             "memory": "cuda max_memory_allocated" if cuda else "peak RSS growth during steps (ru_maxrss)"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per variant (median reported)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant (median reported)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one variant's peak memory, as JSON
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.variant:
-        print(json.dumps(run_variant(args.variant, args.steps, args.batch, args.device)))
+    if args.memory_of:
+        print(json.dumps(peak_memory(args.memory_of, 2, args.batch, args.device)))
         return
 
-    results = {}
+    # Memory first, while this process is small: Linux keeps a process's peak RSS across fork + exec,
+    # so a child started by a process that holds four trainers would report their memory as its own.
+    memory = {}
     for name in VARIANTS:
-        out = subprocess.run([sys.executable, __file__, "--variant", name, "--steps", str(args.steps),
-                              "--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads)],
+        out = subprocess.run([sys.executable, __file__, "--memory-of", name, "--batch", str(args.batch),
+                              "--device", args.device, "--threads", str(args.threads)],
                              check=True, capture_output=True, text=True)
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        memory[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    results = time_variants(list(VARIANTS), args.steps, args.batch, args.device)
+    for name in VARIANTS:
+        results[name].update(memory[name])
         r = results[name]
         print(f"  {name:12s} {r['parameters']:>10,} params  {r['step_s']:8.3f} s/step  {r['cpu_s']:8.3f} cpu-s/step  "
               f"{r['videos_per_s']:7.2f} videos/s  peak {r['peak_bytes'] / 2**20:9.1f} MiB", file=sys.stderr)
 
     a, n, s, f = (results[k] for k in ("adaptive", "no-adaptive", "shallow", "full-res"))
-    print(f"device {a['device']} ({a['threads']} threads), batch {args.batch}, best of {args.steps} steps "
-          f"(wall; process CPU time in brackets); memory = {a['memory']}")
+    print(f"device {a['device']} ({a['threads']} threads), batch {args.batch}, median of {args.steps} steps per "
+          f"variant, stepped round robin (wall; process CPU time in brackets); memory = {a['memory']}")
     print(f"(a) adaptive computation: {a['videos_per_s']:.2f} vs {n['videos_per_s']:.2f} videos/s without "
           f"-> {a['videos_per_s'] / n['videos_per_s']:.2f}x [{n['cpu_s'] / a['cpu_s']:.2f}x] "
           "(paper 1.61x, target >= 1.45x)")

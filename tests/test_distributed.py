@@ -237,7 +237,10 @@ def test_fsdp_checkpoint_is_a_plain_file_and_resumes_exactly(tmp_path):
     assert set(saved["model"]) == set(at_save[0])
     for name, value in at_save[0].items():
         assert type(saved["model"][name]) is torch.Tensor
-        torch.testing.assert_close(saved["model"][name], value, atol=1e-5, rtol=1e-5, msg=name)
+        # Sharded gradients are float32 sums in another order (reduce-scatter); measured up to 4e-5
+        # on weights of 0.4 after 2 steps with token mixing on. A sharding error moves a weight by
+        # about lr = 1e-2 per step.
+        torch.testing.assert_close(saved["model"][name], value, atol=1e-4, rtol=1e-4, msg=name)
     # Same layout as an unsharded optimizer: it loads into a plain one (resume with 1 process).
     plain_model, _ = fresh(cfg)
     plain_optimizer = make_fsdp_optimizer(plain_model)
@@ -246,8 +249,8 @@ def test_fsdp_checkpoint_is_a_plain_file_and_resumes_exactly(tmp_path):
     for index, values in at_save[1]["state"].items():
         torch.testing.assert_close(saved["optimizer"]["state"][index]["exp_avg"], values["exp_avg"], atol=1e-6, rtol=1e-5)
     final = torch.load(tmp_path / "fsdp_final.pt", weights_only=True)
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(final[name], value, atol=1e-5, rtol=1e-5, msg=name)
+    for name, value in model.state_dict().items():  # the same float32 reordering as above
+        torch.testing.assert_close(final[name], value, atol=1e-4, rtol=1e-4, msg=name)
 
 
 # ----------------------------------------------------------------------------- sampling and evaluation
@@ -318,10 +321,12 @@ def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
 
     single = generate(sample_denoiser(), torch.tensor([0, 1, 2, 0, 1]), seed=3,
                       options=SampleConfig(**SAMPLE_OPTIONS), batch_size=2, keep_levels=True)
-    # Per-sample seeds: the shards (samples 0-1 and 2-4) are the very videos one process makes.
-    torch.testing.assert_close(sharded["videos"], single.videos, atol=1e-5, rtol=0)
+    # Per-sample seeds: the shards (samples 0-1 and 2-4) are the very videos one process makes, up to
+    # float32 kernels run at other batch sizes (measured: 3e-5 in 13 of 15360 values; a wrong seed or
+    # tile differs by O(1)).
+    torch.testing.assert_close(sharded["videos"], single.videos, atol=1e-4, rtol=0)
     for a, b in zip(sharded["levels"], single.levels):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
     assert sharded["evaluations"] == single.tile_evaluations
 
     fvd_module = small_i3d()
