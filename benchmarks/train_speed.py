@@ -36,7 +36,8 @@ import torch
 # Mid-size: the tiny preset's width on 8x16x16 patches, 3 levels -> a 32x64x64 target.
 BASE = ["model.patch=8x16x16", "model.token=1x4x4", "model.interface_dim=96", "model.latent_dim=128",
         "model.num_latents=32", "model.num_blocks=6", "model.latent_layers=2", "model.head_dim=32",
-        "model.fourier_features=8", "model.num_classes=8", "train.warmup_steps=1", "train.bf16=true"]
+        "model.fourier_features=8", "model.num_classes=8", "train.warmup_steps=1", "train.bf16=true",
+        "model.token_mixing=false"]  # the paper's network: token mixing is a choice of the tiny preset only
 
 VARIANTS = {
     "adaptive": ["model.levels_per_block=1,1,2,2,3,3"],
