@@ -45,43 +45,27 @@ def edge_ratio(x: torch.Tensor, token: tuple[int, int, int]) -> float:
 
 
 @torch.no_grad()
-def mosaic_ratios(denoiser, chains: dict[str, torch.Tensor], sigmas: list[float], diffusion_cfg,
-                  token: tuple[int, int, int], generator: torch.Generator) -> list[list[float]]:
-    """[level][sigma] -> edge_ratio of D's output on that level / edge_ratio of the clean level."""
+def quality_tables(denoiser, chains: dict[str, torch.Tensor], sigmas: list[float], diffusion_cfg,
+                   token: tuple[int, int, int], generator: torch.Generator) -> tuple[list[list[float]], list[list[float]]]:
+    """([level][sigma] MSE of D on that level / sigma^2, [level][sigma] edge_ratio of D's output over the
+    clean level's), the other levels at their context sigma; one denoiser pass per (level, sigma)."""
     x, offsets, labels = chains["patches"], chains["offsets"], chains["labels"]
     batch, levels = x.shape[:2]
     context = torch.tensor([context_sigma(k, diffusion_cfg) for k in range(levels)])
-    table = []
+    errors, mosaic = [], []
     for level in range(levels):
         clean = edge_ratio(x[:, level], token)
-        row = []
+        error_row, mosaic_row = [], []
         for s in sigmas:
             sigma = context.expand(batch, levels).clone()
             sigma[:, level] = s
             noisy = x + torch.randn(x.shape, generator=generator) * sigma[..., None, None, None, None]
-            row.append(edge_ratio(denoiser(noisy, sigma, offsets, labels)[:, level], token) / clean)
-        table.append(row)
-    return table
-
-
-@torch.no_grad()
-def error_ratios(denoiser, chains: dict[str, torch.Tensor], sigmas: list[float], diffusion_cfg,
-                 generator: torch.Generator) -> list[list[float]]:
-    """[level][sigma] -> MSE of D on that level / sigma^2, the other levels at their context sigma."""
-    x, offsets, labels = chains["patches"], chains["offsets"], chains["labels"]
-    batch, levels = x.shape[:2]
-    context = torch.tensor([context_sigma(k, diffusion_cfg) for k in range(levels)])
-    table = []
-    for level in range(levels):
-        row = []
-        for s in sigmas:
-            sigma = context.expand(batch, levels).clone()
-            sigma[:, level] = s
-            noisy = x + torch.randn(x.shape, generator=generator) * sigma[..., None, None, None, None]
-            denoised = denoiser(noisy, sigma, offsets, labels)
-            row.append(float((denoised[:, level] - x[:, level]).square().mean()) / s ** 2)
-        table.append(row)
-    return table
+            denoised = denoiser(noisy, sigma, offsets, labels)[:, level]
+            error_row.append(float((denoised - x[:, level]).square().mean()) / s ** 2)
+            mosaic_row.append(edge_ratio(denoised, token) / clean)
+        errors.append(error_row)
+        mosaic.append(mosaic_row)
+    return errors, mosaic
 
 
 def main() -> None:
@@ -99,14 +83,14 @@ def main() -> None:
     clips = ClipDataset(args.data or cfg.data.path, frames, (height, width))
     chains = StepBatches(clips, geometry, range(args.chains), args.seed, 1, cfg.model.num_classes)[0]
     sigmas = [float(s) for s in args.sigmas.split(",")]
-    table = error_ratios(denoiser, chains, sigmas, cfg.diffusion, torch.Generator().manual_seed(args.seed))
+    token = tuple(int(t) for t in cfg.model.token)
+    table, mosaic = quality_tables(denoiser, chains, sigmas, cfg.diffusion, token,
+                                   torch.Generator().manual_seed(args.seed))
 
     print(f"{args.run} step {info['step']} (EMA): MSE of D / sigma^2 (1 = the noisy input unchanged)")
     print("level " + "".join(f"{f's={s:g}':>9}" for s in sigmas))
     for level, row in enumerate(table):
         print(f"{level:>5} " + "".join(f"{v:>9.2f}" for v in row))
-    token = tuple(int(t) for t in cfg.model.token)
-    mosaic = mosaic_ratios(denoiser, chains, sigmas, cfg.diffusion, token, torch.Generator().manual_seed(args.seed))
     print(f"token mosaic of D's output: steps across token edges / inside tokens, over the clean data's "
           f"(1 = as smooth as the data; token {'x'.join(map(str, token))})")
     print("level " + "".join(f"{f's={s:g}':>9}" for s in sigmas))

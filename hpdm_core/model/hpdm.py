@@ -171,7 +171,8 @@ class HPDM(nn.Module):
         [B, M', Dl], [B, 1, Dl]: the conditioning embedding, see `conditioning_of`)."""
         m = len(a)
         fold = lambda t: t[0] if m == 1 else torch.cat(t)  # noqa: E731 -- one level: no copy
-        a, z = self.blocks[index](fold(a), fold(z), fold(cond[:m]))
+        block = self.blocks[index]
+        a, z = block(fold(a), fold(z), fold(cond[:m]) if block.mixing is not None else None)
         return list(a.chunk(m)), list(z.chunk(m))
 
     # ------------------------------------------------------------------ full chain
