@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from hpdm_cli import ablate, classifier, evaluate, prepare, sample, train
-from hpdm_cli.common import stderr
+from hpdm_cli.common import Command, Group, stderr
 from hpdm_core.errors import HPDMError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 
 
@@ -37,13 +38,13 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_show_v
     """Hierarchical Patch Diffusion Models: prepare data, train, sample, evaluate."""
 
 
-app.command("info")(prepare.info)
-app.command()(train.train)
-app.command("train-classifier")(classifier.train_classifier_command)
-app.command()(sample.sample)
-app.command("eval-fvd")(evaluate.eval_fvd)
-app.command("convert-i3d")(evaluate.convert_i3d)
-app.command()(ablate.ablate)
+app.command("info", cls=Command)(prepare.info)
+app.command(cls=Command)(train.train)
+app.command("train-classifier", cls=Command)(classifier.train_classifier_command)
+app.command(cls=Command)(sample.sample)
+app.command("eval-fvd", cls=Command)(evaluate.eval_fvd)
+app.command("convert-i3d", cls=Command)(evaluate.convert_i3d)
+app.command(cls=Command)(ablate.ablate)
 app.add_typer(prepare.prepare_app, name="prepare")
 
 

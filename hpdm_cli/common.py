@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 # Results go to stdout; progress bars and messages to stderr (DESIGN.md, Conventions).
 stderr = Console(stderr=True)
@@ -18,6 +19,26 @@ PLAIN_LOG_SECONDS = 30.0  # without a terminal (CI logs): a plain progress line 
 def flag(names: str, help: str) -> Any:
     """A boolean option shown in --help as the flag it is (`--x/--no-x`), without a `<bool>` value column."""
     return typer.Option(names, help=help, metavar="")
+
+
+def _help_as_flag(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""  # as flag() does for our own switches: no `<bool>` value column
+    return option
+
+
+class Command(TyperCommand):
+    """A command whose --help shows as the flag it is (Click adds that option itself, typed as a bool)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _help_as_flag(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """A command group whose --help shows as the flag it is."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _help_as_flag(super().get_help_option(ctx))
 
 
 def print_json(obj: Any) -> None:

@@ -10,13 +10,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.common import flag, print_json, stderr, stdout
+from hpdm_cli.common import Command, Group, flag, print_json, stderr, stdout
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.data.synthetic import make_synthetic
 from hpdm_core.data.ucf101 import prepare_ucf101
 from hpdm_core.files import check_output
 
-prepare_app = typer.Typer(help="Pack videos into one HDF5 dataset file.", no_args_is_help=True)
+prepare_app = typer.Typer(help="Pack videos into one HDF5 dataset file.", no_args_is_help=True, cls=Group)
 
 
 def _progress() -> Progress:
@@ -35,7 +35,7 @@ def _print_summary(summary: dict, as_json: bool) -> None:
     stdout.print(table)
 
 
-@prepare_app.command("ucf101")
+@prepare_app.command("ucf101", cls=Command)
 def ucf101(
     src: Annotated[Path, typer.Argument(help="UCF-101 folder: UCF-101/<Class>/*.avi and ucfTrainTestlist/")],
     out: Annotated[Path, typer.Option("--out", "-o", help="dataset file to write (.h5)")],
@@ -72,7 +72,7 @@ def ucf101(
         print_json(report.to_dict())
 
 
-@prepare_app.command("synthetic")
+@prepare_app.command("synthetic", cls=Command)
 def synthetic(
     out: Annotated[Path, typer.Option("--out", "-o", help="dataset file to write (.h5)")],
     num_videos: Annotated[int, typer.Option(help="number of videos")] = 256,

@@ -204,8 +204,21 @@ def test_help_shows_boolean_options_as_flags_and_guidance(capsys):
     for name in ("--save-levels", "--no-save-levels", "--cache", "--no-cache", "--overwrite", "--raw", "--json",
                  "--guidance", "--cfg"):
         assert any(name in line for line in lines), name
-    for name in ("--save-levels", "--no-cache", "--overwrite", "--raw", "--json"):  # --help itself is Typer's
+    for name in ("--save-levels", "--no-cache", "--overwrite", "--raw", "--json"):
         assert all("<bool>" not in line for line in lines if name in line), name
+
+
+@pytest.mark.parametrize("command", [[], ["sample"], ["prepare"], ["prepare", "synthetic"], ["eval-fvd"]])
+def test_help_shows_help_itself_as_a_flag(command):
+    """Click adds --help as a boolean option; every command and group shows it without `<bool>`."""
+    from typer.testing import CliRunner
+
+    from hpdm_cli.app import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    help_lines = [line for line in result.stdout.splitlines() if "--help" in line]
+    assert help_lines and all("<bool>" not in line for line in help_lines)
 
 
 def test_guidance_has_its_old_name_cfg(run_dir, tmp_path, capsys):
