@@ -34,6 +34,9 @@ def sample(
     steps: Annotated[Optional[int], typer.Option("--steps", help="Level-0 steps N0; level l takes max(1, N0 // 2**l).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", "--cfg", help="Classifier-free guidance weight "
                                                       "(1 = off; --cfg is its old name).")] = None,
+    guidance_levels: Annotated[Optional[int], typer.Option("--guidance-levels", help="Guide only the lowest N "
+                                                           "levels (0 = every level; default: the run's "
+                                                           "sample.guidance_levels).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed; sample i always gets the same noise for a seed.")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("samples.mp4"),
     overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "Replace existing output files.")] = False,
@@ -67,7 +70,8 @@ def sample(
     if fmt not in FORMATS:
         raise BadInputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     for name, value, low in (("--num", num, 1), ("--batch-size", batch_size, 1), ("--seed", seed, 0),
-                             ("--steps", steps, 1), ("--tile-batch", tile_batch, 0)):
+                             ("--steps", steps, 1), ("--tile-batch", tile_batch, 0),
+                             ("--guidance-levels", guidance_levels, 0)):
         if value is not None and value < low:
             raise BadInputError(f"{name} must be at least {low}, got {value}")
     if not (math.isfinite(fps) and fps > 0):
@@ -82,13 +86,15 @@ def sample(
     for path in output_files(out, fmt, num):
         check_output(path, overwrite)
     with dist_lib.process_group(device) as (env, run_device):
-        _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, cache,
-                offload_cache, tile_batch, batch_size, fps, raw, str(run_device), json_out, dist_lib.launched(), env,
-                overwrite)
+        # Flags left unset (None) keep the run's sample settings.
+        settings = dict(overlap=overlap, steps=steps, guidance=guidance, guidance_levels=guidance_levels,
+                        tile_batch=tile_batch, cache=cache, offload_cache=offload_cache)
+        _sample(run, checkpoint, num, classes, settings, seed, out, fmt, save_levels, batch_size, fps, raw,
+                str(run_device), json_out, dist_lib.launched(), env, overwrite)
 
 
-def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, fmt, save_levels, cache,
-            offload_cache, tile_batch, batch_size, fps, raw, device, json_out, distributed, env, overwrite) -> None:
+def _sample(run, checkpoint, num, classes, settings, seed, out, fmt, save_levels, batch_size, fps, raw, device,
+            json_out, distributed, env, overwrite) -> None:
     from hpdm_core import distributed as dist_lib
     from hpdm_core.checkpoint import load_for_inference
     from hpdm_core.consistency import consistency_report
@@ -96,8 +102,7 @@ def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, 
     from hpdm_core.sampling import count_tile_evaluations, generate, output_files, resolve_labels, save_samples
 
     cfg, denoiser, info = load_for_inference(run, checkpoint, use_ema=not raw, device=device)
-    options = cfg.sample.replace(overlap=overlap, steps=steps, guidance=guidance, tile_batch=tile_batch,
-                                 cache=cache, offload_cache=offload_cache).validate()
+    options = cfg.sample.replace(**settings).validate()
     labels = resolve_labels(classes, num, denoiser.num_classes)
     geometry = denoiser.geometry
     for path in output_files(out, fmt, num, geometry.num_levels, save_levels):  # the level files too
@@ -109,7 +114,7 @@ def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, 
             stderr.print(f"[yellow]warning:[/] {note}")
         stderr.print(f"[bold]hpdm sample[/] {info['path']} (step {info['step']}{', EMA' if info['ema'] else ''}): "
                      f"{num} x {'x'.join(map(str, geometry.target))} from {geometry.num_levels} levels, "
-                     f"overlap {options.overlap}, {options.steps} steps, cfg {options.guidance}, "
+                     f"overlap {options.overlap}, {options.steps} steps, {_guidance_text(options)}, "
                      f"cache {'on' if options.cache else 'off'}{' (CPU)' if options.offload_cache else ''}")
 
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -134,10 +139,12 @@ def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, 
     files = save_samples(result, out, fmt, fps=fps, class_names=_class_names(cfg.data.path, denoiser.num_classes),
                          save_levels=save_levels,
                          attrs={"seed": seed, "steps": options.steps, "overlap": options.overlap,
-                                "cfg": options.guidance, "checkpoint_step": info["step"]})
+                                "cfg": options.guidance, "guidance_levels": options.guidance_levels,
+                                "checkpoint_step": info["step"]})
     report = consistency_report(result.videos, result.levels, geometry.patch)
     summary = {"files": [str(f) for f in files], "num": num, "labels": result.labels.tolist(), "seed": seed,
-               "steps": options.steps, "overlap": options.overlap, "cfg": options.guidance, "cache": options.cache,
+               "steps": options.steps, "overlap": options.overlap, "cfg": options.guidance,
+               "guidance_levels": options.guidance_levels, "cache": options.cache,
                "tile_batch": result.tile_batch, "batch_size": batch_size, "seconds": round(result.seconds, 3),
                "tile_evaluations": result.tile_evaluations,
                "tiles_per_s": round(result.tile_evaluations / max(result.seconds, 1e-9), 2),
@@ -152,6 +159,13 @@ def _sample(run, checkpoint, num, classes, overlap, steps, guidance, seed, out, 
                  f"{result.tile_batch})")
     stdout.print(f"consistency: coarse MAE vs downsampled final {coarse}; seam score "
                  f"{'-' if seam is None else f'{seam:.3f}'} (1.0 = seamless)")
+
+
+def _guidance_text(options) -> str:
+    if options.guidance == 1.0:
+        return "no guidance"
+    where = "every level" if options.guidance_levels == 0 else f"levels < {options.guidance_levels}"
+    return f"guidance {options.guidance:g} on {where}"
 
 
 def _model_device(denoiser):

@@ -123,6 +123,10 @@ class SampleConfig:
     steps: int = 128  # level 0; level l uses max(1, steps // 2**l)
     overlap: str = "hw"  # the paper's metrics setting; "fhw" for visualisations
     guidance: float = 1.0  # classifier-free guidance weight w; 1 = conditional only (`cfg` up to 0.1.0)
+    # Guidance on the lowest `guidance_levels` levels only; 0 = every level. As a cascade guides its base
+    # model and its super-resolution stages apart (Imagen): level 0 decides what is where, and the upper
+    # levels follow their context. Guiding only level 0 costs one extra tile per step and sample.
+    guidance_levels: int = 0
     s_churn: float = 40.0  # EDM stochastic sampler, level 0 only
     s_tmin: float = 0.05
     s_tmax: float = 50.0
@@ -131,6 +135,10 @@ class SampleConfig:
     cache: bool = True
     offload_cache: bool = False
     bf16: bool = True  # autocast on CUDA only
+
+    def guidance_at(self, level: int) -> float:
+        """The guidance weight of a level: `guidance` on the guided levels, 1 (none) above them."""
+        return self.guidance if self.guidance_levels == 0 or level < self.guidance_levels else 1.0
 
     def replace(self, **changes: Any) -> "SampleConfig":
         """A copy with the given settings changed; None leaves a setting as it is (an unset CLI flag)."""
@@ -208,6 +216,12 @@ def _tiny() -> Config:
     t.ema_decay, t.log_every, t.checkpoint_every, t.probe_every = 0.995, 10, 100, 100
     cfg.data.num_workers = 0
     cfg.sample.steps, cfg.sample.overlap = 32, "hw"
+    # Classifier-free guidance 3 on level 0 only. Unguided, level 0 lost its object in some frames
+    # (the 8 quickstart samples: the requested colour in 85 % of frames, in every frame of none). Same
+    # checkpoint, 8 samples: guidance 2 / 3 on level 0 gave 99.6 % / 100 % of frames and 7 / 8 videos
+    # with the object in every frame, classifier FD 3.0 / 6.4 (unguided 14.0); 2 on every level, 7/8 at
+    # twice the sampling time.
+    cfg.sample.guidance, cfg.sample.guidance_levels = 3.0, 1
     return cfg
 
 
@@ -413,7 +427,7 @@ def validate_sample(sample: SampleConfig) -> None:
     _check_types(sample, "sample")
     cfg = SimpleNamespace(sample=sample)  # _at_least/_positive read section.key
     _at_least(cfg, 1, "sample.steps")
-    _at_least(cfg, 0, "sample.guidance", "sample.s_churn", "sample.s_tmin", "sample.tile_batch")
+    _at_least(cfg, 0, "sample.guidance", "sample.guidance_levels", "sample.s_churn", "sample.s_tmin", "sample.tile_batch")
     _positive(cfg, "sample.s_noise")
     if sample.s_tmax < sample.s_tmin:
         raise BadInputError(f"sample.s_tmax {sample.s_tmax} must be at least sample.s_tmin {sample.s_tmin}")

@@ -64,10 +64,10 @@ def evaluations_per_tile(steps: int, level: int) -> int:
 
 def count_tile_evaluations(geometry: PatchGeometry, options: SampleConfig, num_samples: int) -> int:
     """Total chains the network evaluates for num_samples videos (the progress bar's total)."""
-    passes = 1 if options.guidance == 1.0 else 2
     overlap = parse_overlap(options.overlap)
-    return num_samples * passes * sum(
-        evaluations_per_tile(options.steps, level) * tile_chains(geometry, level, overlap).shape[0]
+    return num_samples * sum(
+        (1 if options.guidance_at(level) == 1.0 else 2)  # a guided level evaluates a null-class copy too
+        * evaluations_per_tile(options.steps, level) * tile_chains(geometry, level, overlap).shape[0]
         for level in range(geometry.num_levels))
 
 
@@ -93,7 +93,8 @@ class LevelDenoiser:
         self.item_sample = torch.arange(num_samples, device=self.device).repeat_interleave(num_tiles)
         self.item_chain = chains.repeat(num_samples, 1, 1)
         self.item_label = labels[self.item_sample]
-        self.guided = options.guidance != 1.0
+        self.guidance = options.guidance_at(level)
+        self.guided = self.guidance != 1.0
         rows_per_item = 2 if self.guided else 1
         items_per_batch = max(1, tile_batch // rows_per_item)
         self.batches = [slice(i, min(i + items_per_batch, len(self.item_sample)))
@@ -153,7 +154,7 @@ class LevelDenoiser:
             self.progress(out.shape[0])
         if self.guided:
             cond, uncond = out.chunk(2)
-            return diffusion.guided(cond, uncond, self.options.guidance)
+            return diffusion.guided(cond, uncond, self.guidance)
         return out
 
     @torch.no_grad()

@@ -227,3 +227,14 @@ def test_guidance_has_its_old_name_cfg(run_dir, tmp_path, capsys):
                                     name, "1.5", "--steps", 1, "--device", "cpu", "--json")
         assert code == 0, stderr
         assert json.loads(stdout)["cfg"] == 1.5
+
+
+def test_guidance_levels_flag(run_dir, tmp_path, capsys):
+    code, stdout, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "g.npz",
+                                "--guidance", "3", "--guidance-levels", "1", "--steps", 2, "--device", "cpu", "--json")
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["cfg"] == 3.0 and summary["guidance_levels"] == 1
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "h.npz",
+                           "--guidance-levels", "-1", "--device", "cpu")
+    assert code == 2 and "--guidance-levels must be at least 0" in stderr

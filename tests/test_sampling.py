@@ -3,6 +3,7 @@
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +97,30 @@ def test_progress_counts_every_network_row():
     assert sum(seen) == result.tile_evaluations == expected
     # 3 samples x 2 passes x (7 evaluations x 1 tile + 3 x (3*2*3) tiles + 1 x (7*4*7) tiles)
     assert expected == 3 * 2 * (7 * 1 + 3 * 18 + 1 * 196)
+
+
+def test_guidance_levels_guides_only_the_lowest_levels():
+    """guidance_levels=1: level 0 evaluates null-class copies, the upper levels only the requested class."""
+    video, oracle = _oracle()
+    null_rows = {}
+    forward = oracle.forward
+
+    def spy(x, sigma, offsets, labels, context=None):
+        level = offsets.shape[1] - 1
+        null_rows[level] = null_rows.get(level, 0) + int((labels == oracle.num_classes).sum())
+        return forward(x, sigma, offsets, labels, context)
+
+    oracle.forward = spy
+    options = SampleConfig(steps=4, overlap="hw", guidance=3.0, guidance_levels=1, tile_batch=8)
+    seen = []
+    result = generate(oracle, torch.tensor([0, 2]), options=options, batch_size=2, progress=seen.append)
+    torch.testing.assert_close(result.videos, video.expand(2, -1, -1, -1, -1), atol=1e-4, rtol=0)
+    assert null_rows[0] > 0 and null_rows[1] == null_rows[2] == 0
+    assert [options.guidance_at(level) for level in range(3)] == [3.0, 1.0, 1.0]
+    assert sum(seen) == result.tile_evaluations == count_tile_evaluations(oracle.geometry, options, 2)
+    every_level = replace(options, guidance_levels=0)
+    assert count_tile_evaluations(oracle.geometry, every_level, 2) > result.tile_evaluations
+    assert [every_level.guidance_at(level) for level in range(3)] == [3.0, 3.0, 3.0]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -200,6 +225,18 @@ def test_seam_score_flags_an_artificial_seam():
     seamed[..., 8:] += 0.3  # a step exactly at the tile border along w
     scores = seam_score(seamed, (2, 8, 8))
     assert scores["w"] > 3 and scores["all"] > 1.2
+
+
+def test_seam_score_of_real_videos_is_one_where_content_is_uneven():
+    """The synthetic set keeps its objects off the frame's edges, so pixel steps are largest in the middle,
+    where the tile borders lie. Its real videos have no seam and must score about 1 (against every pixel
+    inside the tiles, rather than those near the borders, they scored 1.27 on h)."""
+    from hpdm_core.data.synthetic import synthetic_video
+
+    videos = np.stack([synthetic_video(i, frames=32, resolution=64, classes=4)[0] for i in range(32)])
+    video = torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    scores = seam_score(video, (8, 16, 16))
+    assert all(0.9 < scores[axis] < 1.1 for axis in "fhw"), scores
 
 
 def test_coarse_agreement_is_zero_for_a_true_pyramid():
