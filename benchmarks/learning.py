@@ -8,8 +8,10 @@ sampler, and a classifier trained on the same data file (`hpdm train-classifier`
 kept) scores them: the accuracy of the requested class and the Fréchet distance in its features
 against the held-out real videos. Each is printed next to the real data's own figure (the held-out
 real videos' accuracy; the FD between two disjoint real sets of the same size), and with the label
-gap from metrics.jsonl (loss with wrong labels minus loss with true labels). Everything is kept in
---out: run it again and finished parts are reused.
+gap from metrics.jsonl (loss with wrong labels minus loss with true labels). On the synthetic set it
+also prints the share of generated videos whose object (the requested class's colour) is visible in
+every frame (`synthetic.object_presence`; every real video passes). Everything is kept in --out: run
+it again and finished parts are reused.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hpdm_core.config import apply_overrides, preset  # noqa: E402
 from hpdm_core.data.h5store import VideoStore  # noqa: E402
-from hpdm_core.data.synthetic import make_synthetic  # noqa: E402
+from hpdm_core.data.synthetic import make_synthetic, object_presence  # noqa: E402
 from hpdm_core.metrics.classifier import (classifier_scores, heldout_videos, load_classifier,  # noqa: E402
                                           train_classifier)
 from hpdm_core.sampling import generate  # noqa: E402
@@ -101,7 +103,7 @@ def main() -> None:
     print(f"real data: accuracy {real['accuracy']:.3f}, FD of {args.samples} vs {args.samples} real videos "
           f"{real['fd']:.2f}")
     header = (f"{'step':>6} {'loss per level':>22} {'gap@2':>8} {'gap@8':>8} {'gap@30':>8} "
-              f"{'accuracy':>9} {'/ real':>7} {'FD':>8} {'/ real':>7} {'train s':>8} {'sample s':>8}")
+              f"{'accuracy':>9} {'/ real':>7} {'FD':>8} {'/ real':>7} {'object':>7} {'train s':>8} {'sample s':>8}")
     print(header)
     rows = []
     for step in range(args.every, args.steps + 1, args.every):
@@ -111,17 +113,21 @@ def main() -> None:
         started = time.perf_counter()
         result = generate(trainer.ema.model, labels, seed=0, options=options, batch_size=8)
         sampled = time.perf_counter() - started
-        scores = classifier_scores(classifier, to_uint8(result.videos), labels.numpy(), real["held_videos"],
-                                   real["held_labels"])
+        videos = to_uint8(result.videos)
+        scores = classifier_scores(classifier, videos, labels.numpy(), real["held_videos"], real["held_labels"])
+        # Videos whose object is visible in every frame (the synthetic set's class colours; else blank).
+        seen = (float(object_presence(videos, labels.numpy()).all(1).mean())
+                if VideoStore(data).attrs.get("source") == "synthetic" else float("nan"))
         gaps = label_gaps(run_dir, step)
         row = {"step": step, "loss": gaps.get("loss"), "accuracy": scores["accuracy"], "fd": scores["fd"],
+               "object_in_every_frame": seen,
                **{k: v for k, v in gaps.items() if k != "loss"}, "train_s": trained, "sample_s": sampled}
         rows.append(row)
         loss = "/".join(f"{v:.3f}" for v in row["loss"] or [])
         print(f"{step:>6} {loss:>22} {gaps.get('label_gap_sigma_2', float('nan')):>8.4f} "
               f"{gaps.get('label_gap_sigma_8', float('nan')):>8.4f} {gaps.get('label_gap_sigma_30', float('nan')):>8.4f} "
               f"{row['accuracy']:>9.3f} {row['accuracy'] / real['accuracy']:>7.2f} {row['fd']:>8.2f} "
-              f"{row['fd'] / real['fd']:>7.2f} {trained:>8.0f} {sampled:>8.0f}", flush=True)
+              f"{row['fd'] / real['fd']:>7.2f} {seen:>7.2f} {trained:>8.0f} {sampled:>8.0f}", flush=True)
     (args.out / "learning.json").write_text(json.dumps({"real": {k: real[k] for k in ("accuracy", "fd")},
                                                         "rows": rows}, indent=2))
 

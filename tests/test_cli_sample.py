@@ -70,7 +70,9 @@ def test_npz_with_levels_and_json_report(run_dir, tmp_path, capsys):
     report = summary["consistency"]
     assert len(report["coarse_mae"]) == 1 and report["coarse_mae"][0] >= 0
     assert set(report["seam"]) == {"f", "h", "w", "all"}
-    assert summary["tile_evaluations"] == 3 * (3 * 1 + 1 * (2 * 3 * 3))
+    # 3 videos x (level 0: 3 evaluations x 1 tile x 2 rows, since `tiny` guides level 0; level 1: 1 x 18 tiles)
+    assert summary["guidance_levels"] == 1
+    assert summary["tile_evaluations"] == 3 * (3 * 1 * 2 + 1 * (2 * 3 * 3))
     # the same seed gives the same videos with another batch size and without the cache
     again = tmp_path / "again.npz"
     code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 3, "--class", 2, "--class", 0, "--class", 1,

@@ -5,7 +5,7 @@ import pytest
 
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.data.synthetic import (COLOURS, MAX_CLASSES, class_appearance, class_names, make_synthetic,
-                                      synthetic_video)
+                                      object_presence, synthetic_video)
 from hpdm_core.errors import BadInputError
 
 
@@ -72,3 +72,16 @@ def test_anti_aliased_edges_and_smooth_background():
     background = np.r_[0:max(rows.min() - 2, 0), rows.max() + 3:64]  # rows clear of the object and its rim
     assert len(background) > 10
     assert np.abs(np.diff(video[0, background].astype(int), axis=1)).max() <= 3  # a smooth gradient
+
+
+def test_object_presence_sees_every_real_object_through_grain_and_misses_a_removed_one():
+    pairs = [synthetic_video(i, frames=8, resolution=64, classes=4) for i in range(8)]
+    videos, labels = np.stack([v for v, _ in pairs]), np.array([k for _, k in pairs])
+    assert object_presence(videos, labels).all()
+    grain = np.random.default_rng(0).normal(0, 40, videos.shape)  # std 0.16 on the 0-1 scale, per pixel
+    assert object_presence(np.clip(videos + grain, 0, 255).astype(np.uint8), labels).all()
+    assert not object_presence(videos, (labels + 1) % 4).any()  # another class's colour is absent
+    blank = videos.copy()
+    blank[0, 3] = blank[0, 3, :2, :2].mean((0, 1), keepdims=True).astype(np.uint8)  # frame 3 of video 0: a corner's colour
+    presence = object_presence(blank, labels)
+    assert not presence[0, 3] and presence.sum() == presence.size - 1
