@@ -105,6 +105,8 @@ def main() -> None:
     header = (f"{'step':>6} {'loss per level':>22} {'gap@2':>8} {'gap@8':>8} {'gap@30':>8} "
               f"{'accuracy':>9} {'/ real':>7} {'FD':>8} {'/ real':>7} {'object':>7} {'train s':>8} {'sample s':>8}")
     print(header)
+    # Videos whose object is visible in every frame: the synthetic set's class colours (else nan).
+    synthetic = VideoStore(data).attrs.get("source") == "synthetic"
     rows = []
     for step in range(args.every, args.steps + 1, args.every):
         started = time.perf_counter()
@@ -115,9 +117,7 @@ def main() -> None:
         sampled = time.perf_counter() - started
         videos = to_uint8(result.videos)
         scores = classifier_scores(classifier, videos, labels.numpy(), real["held_videos"], real["held_labels"])
-        # Videos whose object is visible in every frame (the synthetic set's class colours; else blank).
-        seen = (float(object_presence(videos, labels.numpy()).all(1).mean())
-                if VideoStore(data).attrs.get("source") == "synthetic" else float("nan"))
+        seen = float(object_presence(videos, labels.numpy()).all(1).mean()) if synthetic else float("nan")
         gaps = label_gaps(run_dir, step)
         row = {"step": step, "loss": gaps.get("loss"), "accuracy": scores["accuracy"], "fd": scores["fd"],
                "object_in_every_frame": seen,
