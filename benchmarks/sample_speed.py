@@ -5,7 +5,10 @@
 2. adaptive computation on (levels_per_block ramp) vs off ([L+1] * B) at inference;
 3. every overlap mode's time against `none`, beside its theoretical ratio of tile evaluations.
 
-    python benchmarks/sample_speed.py [--device cpu|cuda] [--steps 8] [--num 1] [--repeats 2]
+    python benchmarks/sample_speed.py [--device cpu|cuda] [--steps 8] [--num 1] [--repeats 2] [--size cpu|tiny|paper]
+
+Sizes: cpu (the CPU default) is a small 16x64x64 model; tiny (the CUDA default) the tiny preset;
+paper is HPDM-S of the paper's Table 7 (64x256x256 videos from 16x64x64 patches), for a GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ MODES = ["none", "f", "h", "w", "fh", "fw", "hw", "fhw"]
 
 
 def small_config(adaptive: bool, size: str):
-    cfg = preset("tiny")
+    cfg = preset("hpdm-s" if size == "paper" else "tiny")
     m = cfg.model
     if size == "cpu":  # 4x16x16 patches, 16x64x64 videos: seconds per run on two cores
         m.patch, m.token = [4, 16, 16], [1, 4, 4]
@@ -62,11 +65,12 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=1, help="videos per run")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tile-batch", type=int, default=0)
+    parser.add_argument("--size", choices=["cpu", "tiny", "paper"], help="default: cpu on a CPU, tiny on a GPU")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(1)  # CPU time of one thread is a stable measure of work on a busy machine
-    size = "cpu" if device.type == "cpu" else "tiny"
+    size = args.size or ("cpu" if device.type == "cpu" else "tiny")
     torch.manual_seed(0)
     models = {adaptive: build_denoiser(small_config(adaptive, size)).to(device).eval() for adaptive in (True, False)}
     models[False].load_state_dict(models[True].state_dict())  # same weights: only the block schedule differs
