@@ -54,7 +54,7 @@ def test_flash_attention_runs_forward_and_backward_in_bf16():
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION]), autocast(CUDA):
         out = denoiser(x, sigma, offsets, labels)
         out.float().square().mean().backward()
-    assert out.dtype == torch.float32 or out.dtype == torch.bfloat16
+    assert out.dtype == torch.float32  # the sampler's steps stay float32 under autocast
     assert relative_error(out, reference) < 0.03
     grads = [p.grad for p in denoiser.parameters() if p.requires_grad]
     assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
