@@ -140,6 +140,10 @@ class SampleConfig:
         """The guidance weight of a level: `guidance` on the guided levels, 1 (none) above them."""
         return self.guidance if self.guidance_levels == 0 or level < self.guidance_levels else 1.0
 
+    def guided_at(self, level: int) -> bool:
+        """Whether a level evaluates a null-class copy of every chain (guidance weight other than 1)."""
+        return self.guidance_at(level) != 1.0
+
     def replace(self, **changes: Any) -> "SampleConfig":
         """A copy with the given settings changed; None leaves a setting as it is (an unset CLI flag)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

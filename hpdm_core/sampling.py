@@ -66,7 +66,7 @@ def count_tile_evaluations(geometry: PatchGeometry, options: SampleConfig, num_s
     """Total chains the network evaluates for num_samples videos (the progress bar's total)."""
     overlap = parse_overlap(options.overlap)
     return num_samples * sum(
-        (1 if options.guidance_at(level) == 1.0 else 2)  # a guided level evaluates a null-class copy too
+        (2 if options.guided_at(level) else 1)  # a guided level evaluates a null-class copy too
         * evaluations_per_tile(options.steps, level) * tile_chains(geometry, level, overlap).shape[0]
         for level in range(geometry.num_levels))
 
@@ -94,7 +94,7 @@ class LevelDenoiser:
         self.item_chain = chains.repeat(num_samples, 1, 1)
         self.item_label = labels[self.item_sample]
         self.guidance = options.guidance_at(level)
-        self.guided = self.guidance != 1.0
+        self.guided = options.guided_at(level)
         rows_per_item = 2 if self.guided else 1
         items_per_batch = max(1, tile_batch // rows_per_item)
         self.batches = [slice(i, min(i + items_per_batch, len(self.item_sample)))
