@@ -55,13 +55,59 @@ def open_clips(cfg: Config):
                        flip=cfg.data.flip)
 
 
+def check_images(cfg: Config) -> str:
+    """The image file's fingerprint; BadInputError unless it is an image file (attrs kind="images", 1-frame
+    entries) that can feed this config's still-image rows."""
+    path = cfg.data.image_path
+    store = VideoStore(path)
+    kind = store.attrs.get("kind", "videos")
+    if kind != "images":
+        raise BadInputError(f"{path} holds {kind}, not images (attrs kind=\"images\"): make an image file with "
+                            "`hpdm prepare images` or `hpdm prepare synthetic --still`, or pass the videos with --data")
+    _, height, width = cfg.model.target
+    have_h, have_w = store.resolution
+    if have_h < height or have_w < width:
+        raise BadInputError(f"{path} holds {have_h}x{have_w} images but the target is {height}x{width}; prepare the "
+                            "images at a larger resolution")
+    labels = store.labels
+    if len(labels) == 0:
+        raise BadInputError(f"{path} holds no images")
+    if int(labels.max()) >= cfg.model.num_classes:
+        raise BadInputError(f"{path} has labels up to {int(labels.max())} but model.num_classes is "
+                            f"{cfg.model.num_classes}")
+    fingerprint = dataset_fingerprint(store)
+    store.close()
+    return fingerprint
+
+
+def open_images(cfg: Config):
+    """The image file as 1-frame clips at the target resolution (random flip per read)."""
+    from hpdm_core.data.dataset import ClipDataset
+
+    check_images(cfg)
+    _, height, width = cfg.model.target
+    return ClipDataset(cfg.data.image_path, frames=1, resolution=(height, width), flip=cfg.data.flip)
+
+
+def still_video(clip: torch.Tensor, frames: int) -> torch.Tensor:
+    """A 1-frame clip [C, 1, H, W] repeated along time: the still video [C, frames, H, W] (the paper's
+    joint image+video training)."""
+    return clip.expand(-1, frames, -1, -1)
+
+
 class StepBatches(Dataset):
     """Item s = this rank's rows of the global batch of step s: patches [B, n, C, f, h, w], offsets [B, n, 3],
-    labels [B]; every row draws from its own generator keyed by (seed, s, row)."""
+    labels [B]; every row draws from its own generator keyed by (seed, s, row).
 
-    def __init__(self, clips, geometry: PatchGeometry, rows: range, seed: int, num_steps: int, null_class: int):
+    With `images` (a 1-frame ClipDataset) and `image_rows`, still-image rows follow the video rows: each a
+    still video of the target's frame count, cut into a patch chain like a video row, and the item gains
+    `still` [B] (True on image rows)."""
+
+    def __init__(self, clips, geometry: PatchGeometry, rows: range, seed: int, num_steps: int, null_class: int,
+                 images=None, image_rows: range = range(0)):
         self.clips, self.geometry, self.null_class = clips, geometry, null_class
         self.rows, self.seed, self.num_steps = rows, seed, num_steps
+        self.images, self.image_rows = images, image_rows if images is not None else range(0)
 
     def __len__(self) -> int:
         return self.num_steps
@@ -76,7 +122,16 @@ class StepBatches(Dataset):
             clips.append(clip)
             labels.append(label)
             offsets.append(sample_nested_offsets(1, self.geometry, generator=g))
+        for row in self.image_rows:  # the same draws from an image: which one, its flip, the offsets
+            g = generator(self.seed, step, row, DATA_STREAM)
+            clip, label = self.images.clip(int(torch.randint(len(self.images), (1,), generator=g)), g)
+            clips.append(still_video(clip, self.geometry.target[0]))
+            labels.append(label)
+            offsets.append(sample_nested_offsets(1, self.geometry, generator=g))
         clips, offsets = torch.stack(clips).float(), torch.cat(offsets)
         labels = torch.tensor(labels, dtype=torch.long)
         labels = torch.where(labels < 0, self.null_class, labels)  # unlabelled videos train unconditionally
-        return {"patches": extract_hierarchy(clips, offsets, self.geometry), "offsets": offsets, "labels": labels}
+        batch = {"patches": extract_hierarchy(clips, offsets, self.geometry), "offsets": offsets, "labels": labels}
+        if self.image_rows:
+            batch["still"] = torch.arange(len(labels)) >= len(self.rows)
+        return batch
