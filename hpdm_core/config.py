@@ -467,17 +467,22 @@ def validate(cfg: Config) -> None:
         raise BadInputError(f"train.init_new_levels {t.init_new_levels!r}: choose one of {', '.join(NEW_LEVELS)}")
     if t.image_batch_size < 0:
         raise BadInputError(f"train.image_batch_size must be at least 0, got {t.image_batch_size}")
-    if cfg.data.image_path and not t.image_batch_size:
-        raise BadInputError(f"data.image_path {cfg.data.image_path} is set but train.image_batch_size is 0: say how many "
-                            "image rows each step takes, e.g. --set train.image_batch_size=4")
-    if t.image_batch_size and not cfg.data.image_path:
-        raise BadInputError(f"train.image_batch_size {t.image_batch_size} needs an image file: pass --images FILE.h5 "
-                            "(or set data.image_path)")
     if t.trust_ratio not in TRUST_RATIOS:
         raise BadInputError(f"train.trust_ratio {t.trust_ratio!r}: choose one of {', '.join(TRUST_RATIOS)}")
     if t.batch_size < 1 or t.accumulation < 1 or t.batch_size % t.accumulation:
         raise BadInputError("train.batch_size must be a positive multiple of train.accumulation")
     validate_sample(cfg.sample)
+
+
+def validate_images(cfg: Config) -> None:
+    """An image file and image rows come together. Apart from validate: the file (like the videos) may be
+    given after the config is composed (`hpdm train --images`)."""
+    if cfg.data.image_path and not cfg.train.image_batch_size:
+        raise BadInputError(f"data.image_path {cfg.data.image_path} is set but train.image_batch_size is 0: say how "
+                            "many image rows each step takes, e.g. --set train.image_batch_size=4")
+    if cfg.train.image_batch_size and not cfg.data.image_path:
+        raise BadInputError(f"train.image_batch_size {cfg.train.image_batch_size} needs an image file: pass --images "
+                            "FILE.h5 (or set data.image_path)")
 
 
 def validate_sample(sample: SampleConfig) -> None:

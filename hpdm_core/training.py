@@ -121,6 +121,7 @@ def _setup_run(run_dir, requested, data, steps, images=None) -> tuple[Config, bo
     if not cfg.data.path:
         raise BadInputError("no dataset: pass --data FILE.h5 (make one with `hpdm prepare`)")
     cfg.validate()
+    config_lib.validate_images(cfg)
     fingerprint = check_data(cfg)
     if cfg.data.fingerprint and fingerprint != cfg.data.fingerprint:
         raise BadInputError(f"{cfg.data.path} is not the data {run_dir} was trained on (its videos, labels or names "
@@ -154,6 +155,7 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, device: str | torch.device = "auto", rank: int = 0,
                  world_size: int = 1, tensorboard: bool = True, fsdp: bool = False):
         cfg.validate()
+        config_lib.validate_images(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = dist_lib.resolve_device(device) if isinstance(device, str) else device
         self.rank, self.world_size, self.fsdp = rank, world_size, fsdp
