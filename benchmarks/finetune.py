@@ -55,6 +55,15 @@ def train(out: Path, name: str, preset_name: str, steps: int, data: Path, extra:
     return trainer
 
 
+def merge_results(path: Path, results: dict, name: str) -> dict:
+    """Write results[name] into the results file, keeping what other processes (--variants) wrote there."""
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if stored.get("config") == results["config"]:
+        results = {**stored, **{k: v for k, v in results.items() if k == name or k not in stored}}
+    path.write_text(json.dumps(results, indent=2))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_finetune"))
@@ -66,6 +75,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override for every run (repeatable)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--variants", default="a_top,a_fresh,b_scratch_long,c_scratch_short",
+                        help="comma-separated runs to train and score (e.g. one per process, then all to print)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,8 +107,9 @@ def main() -> None:
         ("c_scratch_short", F, [], 3 * F),
     ]
     labels = torch.arange(args.samples) % base.cfg.model.num_classes
+    chosen = set(args.variants.split(","))
     for name, steps, extra, cost in variants:
-        if name in results:
+        if name in results or name not in chosen:
             continue
         trainer = train(args.out, name, "tiny", steps, data, args.overrides + extra)
         options = trainer.cfg.sample.replace(steps=args.sample_steps)
@@ -109,9 +121,13 @@ def main() -> None:
                          "accuracy": scores["accuracy"], "fd": scores["fd"],
                          "object_in_every_frame": float(object_presence(videos, labels.numpy()).all(1).mean()),
                          **{k: v for k, v in gaps.items() if k != "loss"}}
-        results_path.write_text(json.dumps(results, indent=2))  # after each variant: a rerun resumes here
+        results = merge_results(results_path, results, name)
     results["base"] = {"steps": B, "loss": label_gaps(args.out / "base", B).get("loss")}
-    results_path.write_text(json.dumps(results, indent=2))
+    results = merge_results(results_path, results, "base")
+    missing = [name for name, *_ in variants if name not in results]
+    if missing:
+        print(f"not scored yet: {', '.join(missing)} (run again with --variants {','.join(missing)})")
+        return
 
     print(f"B = {B} base steps (1 level), F = {F} fine-tune steps (3 levels), {args.samples} samples each; "
           f"real data: accuracy {real['accuracy']:.3f}, FD of {args.samples} vs {args.samples} real videos "
