@@ -26,9 +26,19 @@ def _class_names(data_path: str, num_classes: int) -> list[str]:
 def sample(
     run: Annotated[Path, typer.Option("--run", "--run-dir", help="Run folder (config.toml, checkpoints/).")],
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A checkpoint file; default: the run's latest.")] = None,
-    num: Annotated[int, typer.Option("--num", help="Number of videos.")] = 8,
+    num: Annotated[Optional[int], typer.Option("--num", help="Number of videos [8, or one per prompt when several "
+                                               "prompts are given].")] = None,
     classes: Annotated[Optional[list[int]], typer.Option("--class", help="Class of every sample (once) or of each sample "
                                                          "(once per sample); default cycles 0..K-1.")] = None,
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="Text-conditional runs: the prompt of every "
+                                                        "sample (once) or of each sample (repeated).")] = None,
+    prompts_file: Annotated[Optional[Path], typer.Option("--prompts", help="A UTF-8 file of prompts, one per line "
+                                                         "(one per sample, or one for all).")] = None,
+    prompts_from_classes: Annotated[Optional[Path], typer.Option(
+        "--prompts-from-classes", help="One prompt per class name of this dataset file, cycling (zero-shot "
+        "protocol); the samples keep the class as their label for eval-fvd.")] = None,
+    text_encoder: Annotated[Optional[Path], typer.Option("--text-encoder", help="The text encoder folder "
+                                                         "(default: the one the run was trained with).")] = None,
     overlap: Annotated[Optional[str], typer.Option("--overlap", help="Overlapped axes: none or letters of fhw "
                                                    "(default: the run's sample.overlap).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Level-0 steps N0; level l takes max(1, N0 // 2**l).")] = None,
@@ -63,9 +73,26 @@ def sample(
     from hpdm_core.errors import BadInputError
     from hpdm_core.files import check_output
     from hpdm_core.pyramid import parse_overlap
+    from hpdm_core.prompts import class_prompts, read_prompts_file, resolve_prompts
     from hpdm_core.sampling import FORMATS, output_files
 
     # Every argument is checked here, before the model loads or a tile is sampled.
+    if num is not None and num < 1:
+        raise BadInputError(f"--num must be at least 1, got {num}")
+    sources = [name for name, given in (("--prompt", prompt), ("--prompts", prompts_file),
+                                        ("--prompts-from-classes", prompts_from_classes)) if given]
+    if len(sources) > 1:
+        raise BadInputError(f"give prompts one way: {' or '.join(sources)}")
+    if sources and classes:
+        raise BadInputError("--class is for class-conditional runs and prompts for text-conditional ones: give one")
+    prompts = list(prompt or []) or (read_prompts_file(prompts_file) if prompts_file else [])
+    if num is None:
+        num = len(prompts) if len(prompts) > 1 else 8
+    prompt_labels = None
+    if prompts_from_classes is not None:
+        prompts, prompt_labels = class_prompts(prompts_from_classes, num)
+    if prompts:
+        prompts = resolve_prompts(prompts, num)
     fmt = (fmt or out.suffix.lstrip(".") or "mp4").lower()
     if fmt not in FORMATS:
         raise BadInputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -83,29 +110,59 @@ def sample(
     classes = classes or []
     if any(c < 0 for c in classes):
         raise BadInputError(f"--class must be >= 0, got {min(classes)}")
-    for path in output_files(out, fmt, num):
+    for path in output_files(out, fmt, num, prompts=bool(prompts)):
         check_output(path, overwrite)
     with dist_lib.process_group(device) as (env, run_device):
         # Flags left unset (None) keep the run's sample settings.
         settings = dict(overlap=overlap, steps=steps, guidance=guidance, guidance_levels=guidance_levels,
                         tile_batch=tile_batch, cache=cache, offload_cache=offload_cache)
-        _sample(run, checkpoint, num, classes, settings, seed, out, fmt, save_levels, batch_size, fps, raw,
+        conditions = dict(classes=classes, prompts=prompts, prompt_labels=prompt_labels, text_encoder=text_encoder)
+        _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_levels, batch_size, fps, raw,
                 str(run_device), json_out, dist_lib.launched(), env, overwrite)
 
 
-def _sample(run, checkpoint, num, classes, settings, seed, out, fmt, save_levels, batch_size, fps, raw, device,
+def _conditions(cfg, denoiser, num, classes, prompts, prompt_labels, text_encoder, device):
+    """(condition batch for generate, class labels [N], prompts, note) for a class- or text-conditional run."""
+    from hpdm_core.errors import BadInputError, MissingResourceError
+    from hpdm_core.sampling import resolve_labels
+
+    if cfg.model.conditioning != "text":
+        if prompts:
+            raise BadInputError("this run is class-conditional (model.conditioning = \"class\"): use --class, "
+                                "not prompts")
+        labels = resolve_labels(classes, num, denoiser.num_classes)
+        return labels, labels, [], ""
+    if not prompts:
+        raise BadInputError("this run is text-conditional: give --prompt TEXT, --prompts FILE or "
+                            "--prompts-from-classes FILE.h5")
+    from hpdm_core.prompts import encode_prompts
+    from hpdm_core.text.encoder import load_text_encoder
+
+    path = text_encoder or cfg.data.text_encoder
+    if not path:
+        raise MissingResourceError("the run does not record its text encoder: pass --text-encoder PATH (the folder "
+                                   "its dataset's captions were encoded with)")
+    encoder = load_text_encoder(path, device=device)
+    text = encode_prompts(encoder, prompts, cfg.data.text_fingerprint)
+    labels = prompt_labels if prompt_labels is not None else None
+    note = f"text encoder {encoder.name}" + (" (RANDOM WEIGHTS: a demo encoder, not a trained T5)"
+                                             if encoder.random_weights else "")
+    return text, labels, prompts, note
+
+
+def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_levels, batch_size, fps, raw, device,
             json_out, distributed, env, overwrite) -> None:
     from hpdm_core import distributed as dist_lib
     from hpdm_core.checkpoint import load_for_inference
     from hpdm_core.consistency import consistency_report
     from hpdm_core.files import check_output
-    from hpdm_core.sampling import count_tile_evaluations, generate, output_files, resolve_labels, save_samples
+    from hpdm_core.sampling import count_tile_evaluations, generate, output_files, save_samples
 
     cfg, denoiser, info = load_for_inference(run, checkpoint, use_ema=not raw, device=device)
     options = cfg.sample.replace(**settings).validate()
-    labels = resolve_labels(classes, num, denoiser.num_classes)
+    condition, class_labels, prompts, text_note = _conditions(cfg, denoiser, num, device=device, **conditions)
     geometry = denoiser.geometry
-    for path in output_files(out, fmt, num, geometry.num_levels, save_levels):  # the level files too
+    for path in output_files(out, fmt, num, geometry.num_levels, save_levels, prompts=bool(prompts)):
         check_output(path, overwrite)
     # The bar follows rank 0's share; the other ranks stay silent.
     total = count_tile_evaluations(geometry, options, len(dist_lib.shard(num)) if distributed else num)
@@ -115,7 +172,8 @@ def _sample(run, checkpoint, num, classes, settings, seed, out, fmt, save_levels
         stderr.print(f"[bold]hpdm sample[/] {info['path']} (step {info['step']}{', EMA' if info['ema'] else ''}): "
                      f"{num} x {'x'.join(map(str, geometry.target))} from {geometry.num_levels} levels, "
                      f"overlap {options.overlap}, {options.steps} steps, {_guidance_text(options)}, "
-                     f"cache {'on' if options.cache else 'off'}{' (CPU)' if options.offload_cache else ''}")
+                     f"cache {'on' if options.cache else 'off'}{' (CPU)' if options.offload_cache else ''}"
+                     f"{'; ' + text_note if text_note else ''}")
 
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
@@ -130,11 +188,14 @@ def _sample(run, checkpoint, num, classes, settings, seed, out, fmt, save_levels
             progress.update(task, rate=f"{speed:.1f} tiles/s" if speed else "")
             lines.update(rows)
 
-        result = generate(denoiser, labels, seed=seed, options=options, batch_size=batch_size,
+        result = generate(denoiser, condition, seed=seed, options=options, batch_size=batch_size,
                           device=_model_device(denoiser), keep_levels=True, progress=advance,
                           distributed=distributed)
     if result is None:  # not rank 0: its videos went to rank 0, which writes them
         return
+    result.prompts = list(prompts)
+    if class_labels is not None:
+        result.labels = class_labels
 
     files = save_samples(result, out, fmt, fps=fps, class_names=_class_names(cfg.data.path, denoiser.num_classes),
                          save_levels=save_levels,
@@ -143,6 +204,7 @@ def _sample(run, checkpoint, num, classes, settings, seed, out, fmt, save_levels
                                 "checkpoint_step": info["step"]})
     report = consistency_report(result.videos, result.levels, geometry.patch)
     summary = {"files": [str(f) for f in files], "num": num, "labels": result.labels.tolist(), "seed": seed,
+               **({"prompts": result.prompts, "text_encoder": text_note} if result.prompts else {}),
                "steps": options.steps, "overlap": options.overlap, "cfg": options.guidance,
                "guidance_levels": options.guidance_levels, "cache": options.cache,
                "tile_batch": result.tile_batch, "batch_size": batch_size, "seconds": round(result.seconds, 3),

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hpdm_core import checkpoint as ckpt
+from hpdm_core import conditioning
 from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
 from hpdm_core import files
@@ -111,9 +112,25 @@ def _setup_run(run_dir, requested, data, steps) -> tuple[Config, bool]:
                             "differ); pass the original file with --data (it may be moved or renamed), or start a "
                             "new --run-dir")
     cfg.data.fingerprint = fingerprint
+    if cfg.model.conditioning == "text":
+        _record_text_encoder(cfg, run_dir)
     files.lock_run_dir(run_dir)  # creates the folder; only now, when everything checked out
     config_lib.save(cfg, config_path)
     return cfg, resumed
+
+
+def _record_text_encoder(cfg: Config, run_dir: Path) -> None:
+    """Record which encoder made the file's text embeddings: sampling must encode prompts with the same one."""
+    from hpdm_core.data.batches import check_text
+
+    info = check_text(cfg)
+    if cfg.data.text_fingerprint and info["fingerprint"] != cfg.data.text_fingerprint:
+        raise BadInputError(f"the text embeddings in {cfg.data.path} were made by another text encoder than the one "
+                            f"{run_dir} was trained with (fingerprint {info['fingerprint']}, the run's "
+                            f"{cfg.data.text_fingerprint}); encode the captions with the run's encoder "
+                            f"({cfg.data.text_encoder or 'see its config.toml'}) or start a new --run-dir")
+    cfg.data.text_fingerprint = str(info["fingerprint"])
+    cfg.data.text_encoder = str(info.get("encoder_path") or cfg.data.text_encoder or info.get("encoder", ""))
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -258,18 +275,27 @@ class Trainer:
     def batches(self, start: int, end: int):
         self.open_data()
         t = self.cfg.train
-        steps = StepBatches(self.clips, self.geometry, self.rows, t.seed, end, null_class=self.cfg.model.num_classes)
+        steps = StepBatches(self.clips, self.geometry, self.rows, t.seed, end, null_class=self.cfg.model.num_classes,
+                            text=self.text_embeddings())
         workers = self.cfg.data.num_workers
         return DataLoader(steps, batch_size=None, sampler=range(start, end), num_workers=workers,
                           pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
                           persistent_workers=False)
+
+    def text_embeddings(self):
+        """The data file's text embeddings for a text-conditional run (None for classes)."""
+        if self.cfg.model.conditioning != "text":
+            return None
+        from hpdm_core.text.store import TextEmbeddings
+
+        return TextEmbeddings(self.cfg.data.path)
 
     # -- what the run is learning
     def probe_batch(self) -> ProbeBatch | None:
         """Fixed real chains for the label gap, the same at every probe and on every rank (None: no labels)."""
         if self._probe is False:
             steps = StepBatches(self.open_data(), self.geometry, range(PROBE_ROWS), derive_seed(self.cfg.train.seed,
-                                PROBE_STREAM), 1, null_class=self.cfg.model.num_classes)
+                                PROBE_STREAM), 1, null_class=self.cfg.model.num_classes, text=self.text_embeddings())
             probe = make_probe_batch(steps[0], self.cfg.model.num_classes,
                                      generator(self.cfg.train.seed, PROBE_STREAM))
             self._probe = probe.to(self.device) if probe is not None else None
@@ -303,7 +329,7 @@ class Trainer:
         for i in range(t.accumulation):
             part = {k: v[i * micro:(i + 1) * micro] for k, v in batch.items()}
             with self.accumulation_context(i == t.accumulation - 1), self.autocast():
-                loss, per_level = self.compute_loss(part["patches"], part["offsets"], part["labels"],
+                loss, per_level = self.compute_loss(part["patches"], part["offsets"], conditioning.from_batch(part),
                                                     noise[i * micro:(i + 1) * micro])
             # Equal micro-batches: the mean of their means is the full batch's mean loss.
             (loss / t.accumulation).backward()

@@ -7,6 +7,7 @@ worker, a resumed run) builds exactly the same row.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -37,12 +38,27 @@ def check_data(cfg: Config) -> str:
                             f"({frames} frames, data.frame_stride {stride}); the longest has {longest}. Use "
                             "longer videos or a smaller model.patch frames / data.frame_stride")
     labels = store.labels
-    if len(labels) and int(labels.max()) >= cfg.model.num_classes:
+    if cfg.model.conditioning == "class" and len(labels) and int(labels.max()) >= cfg.model.num_classes:
         raise BadInputError(f"{cfg.data.path} has labels up to {int(labels.max())} but model.num_classes is "
                             f"{cfg.model.num_classes}; use --set model.num_classes={int(labels.max()) + 1}")
     fingerprint = dataset_fingerprint(store)
     store.close()
+    if cfg.model.conditioning == "text":
+        check_text(cfg)
     return fingerprint
+
+
+def check_text(cfg: Config) -> dict:
+    """The text embeddings' info (encoder, fingerprint, dim) of the data file; BadInputError unless a
+    text-conditional config can train on them."""
+    from hpdm_core.text.store import TextEmbeddings
+
+    info = TextEmbeddings(cfg.data.path).info  # raises when the file holds no (complete) embeddings
+    if int(info["dim"]) != cfg.model.text_dim:
+        raise BadInputError(f"{cfg.data.path} holds text embeddings of width {info['dim']} (encoder "
+                            f"{info.get('encoder', '?')}) but model.text_dim is {cfg.model.text_dim}; use "
+                            f"--set model.text_dim={info['dim']} or encode the captions with the model's encoder")
+    return info
 
 
 def open_clips(cfg: Config):
@@ -59,24 +75,35 @@ class StepBatches(Dataset):
     """Item s = this rank's rows of the global batch of step s: patches [B, n, C, f, h, w], offsets [B, n, 3],
     labels [B]; every row draws from its own generator keyed by (seed, s, row)."""
 
-    def __init__(self, clips, geometry: PatchGeometry, rows: range, seed: int, num_steps: int, null_class: int):
+    def __init__(self, clips, geometry: PatchGeometry, rows: range, seed: int, num_steps: int, null_class: int,
+                 text=None):
         self.clips, self.geometry, self.null_class = clips, geometry, null_class
         self.rows, self.seed, self.num_steps = rows, seed, num_steps
+        self.text = text  # text.store.TextEmbeddings of the file: rows then carry text_tokens, text_mask
 
     def __len__(self) -> int:
         return self.num_steps
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        clips, labels, offsets = [], [], []
+        clips, labels, offsets, videos = [], [], [], []
         for row in self.rows:
             # The row's generator picks the video, its start frame and flip, then the patch offsets:
             # the same draws whichever process (rank, DataLoader worker) builds the row.
             g = generator(self.seed, step, row, DATA_STREAM)
-            clip, label = self.clips.clip(int(torch.randint(len(self.clips), (1,), generator=g)), g)
+            index = int(torch.randint(len(self.clips), (1,), generator=g))
+            clip, label = self.clips.clip(index, g)
+            videos.append(int(self.clips.indices[index]))
             clips.append(clip)
             labels.append(label)
             offsets.append(sample_nested_offsets(1, self.geometry, generator=g))
         clips, offsets = torch.stack(clips).float(), torch.cat(offsets)
         labels = torch.tensor(labels, dtype=torch.long)
         labels = torch.where(labels < 0, self.null_class, labels)  # unlabelled videos train unconditionally
-        return {"patches": extract_hierarchy(clips, offsets, self.geometry), "offsets": offsets, "labels": labels}
+        batch = {"patches": extract_hierarchy(clips, offsets, self.geometry), "offsets": offsets, "labels": labels}
+        if self.text is not None:
+            # HDF5 reads want increasing, distinct indices: read each video once, then put the rows in order.
+            unique, order = np.unique(np.asarray(videos), return_inverse=True)
+            tokens, mask = self.text.rows(unique.tolist())
+            batch["text_tokens"] = torch.from_numpy(np.ascontiguousarray(tokens[order]))
+            batch["text_mask"] = torch.from_numpy(np.ascontiguousarray(mask[order]))
+        return batch
