@@ -231,3 +231,29 @@ def test_prepare_images(tmp_path):
     assert [name for name, _ in report.failed] == ["pears/e.png"]
     for i in range(4):
         assert np.abs(store.video(i)[0].astype(int) - colour(i, 0)).max() <= 3
+
+
+def test_cli_folder_reports_and_info_counts_captions(tree, tmp_path, monkeypatch, capsys):
+    from test_cli_prepare import hpdm
+
+    out = tmp_path / "cli.h5"
+    code, stdout, stderr = hpdm(monkeypatch, capsys, "prepare", "folder", str(tree), "--out", str(out),
+                                "--resolution", "16", "--workers", "1", "--max-frames", "4", "--json")
+    result = json.loads(stdout)
+    assert code == 0 and BROKEN in stderr and "skipped" in stderr and "ghost.mp4" in stderr
+    assert "3 of 4 captioned" in stderr and result["captioned"] == 3 and result["classes"] == 2
+    assert result["unmatched_captions"] == ["ghost.mp4"]
+    code, stdout, _ = hpdm(monkeypatch, capsys, "info", str(out), "--json")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["captioned"] == 3 and summary["kind"] == "videos" and summary["frames"] == 16
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "folder", str(tree), "--out", str(tmp_path / "x.h5"),
+                           "--captions", str(tmp_path / "missing.csv"))
+    assert code == 2 and "does not exist" in stderr
+    images = tmp_path / "imgs" / "a"
+    images.mkdir(parents=True)
+    Image.new("RGB", (12, 10), (10, 200, 30)).save(images / "x.png")
+    code, stdout, _ = hpdm(monkeypatch, capsys, "prepare", "images", str(tmp_path / "imgs"), "--out",
+                           str(tmp_path / "i.h5"), "--resolution", "8", "--workers", "1")
+    assert code == 0
+    code, stdout, _ = hpdm(monkeypatch, capsys, "info", str(tmp_path / "i.h5"), "--json")
+    assert json.loads(stdout)["kind"] == "images" and json.loads(stdout)["videos"] == 1
