@@ -1,4 +1,4 @@
-"""`hpdm prepare ucf101|synthetic` and `hpdm info`: make a dataset file, check and summarise one."""
+"""`hpdm prepare ucf101|folder|images|synthetic` and `hpdm info`: make a dataset file, check and summarise one."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hpdm_cli.common import Command, Group, flag, print_json, stderr, stdout
+from hpdm_core.data.folder import DEFAULT_FRAMES_FPS, prepare_folder
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.data.synthetic import make_synthetic
 from hpdm_core.data.ucf101 import prepare_ucf101
@@ -51,6 +52,12 @@ def ucf101(
     as_json: Annotated[bool, flag("--json", "print the result as one JSON object")] = False,
 ) -> None:
     """Decode UCF-101 videos (resumable: rerun the same command after a crash)."""
+    _run_decoding(lambda progress: prepare_ucf101(src, out, split, fold, resolution, fps, max_frames, workers,
+                                                  compression, restart, progress, overwrite=overwrite), out, as_json)
+
+
+def _run_decoding(prepare, out: Path, as_json: bool) -> None:
+    """Run a decoding prepare with progress bars, then report skipped files and the result."""
     with _progress() as bar:
         tasks: dict[str, int] = {}
 
@@ -59,8 +66,7 @@ def ucf101(
                 tasks[phase] = bar.add_task("decoding" if phase == "decode" else "packing", total=total)
             bar.update(tasks[phase], completed=done, refresh=True)
 
-        report = prepare_ucf101(src, out, split, fold, resolution, fps, max_frames, workers,
-                                compression, restart, progress, overwrite=overwrite)
+        report = prepare(progress)
     for name, reason in report.failed:
         stderr.print(f"[yellow]skipped[/] {name}: {reason}")
     if report.up_to_date:
@@ -70,6 +76,90 @@ def ucf101(
                  f"({report.seconds:.1f} s)")
     if as_json:
         print_json(report.to_dict())
+
+
+_SOURCE_HELP = ("folder searched recursively: video files (mp4, avi, webm, mov, mkv, gif) or folders of numbered "
+                "png/jpg frames, one per video; SRC/<class>/... gives classes")
+_CAPTIONS_HELP = ("captions file: .jsonl lines {\"video\": relative path, \"caption\": text}, or a .csv "
+                  "(WebVid: --path-column videoid --caption-column name) [SRC/captions.jsonl if present]; "
+                  "a .txt beside a video with its base name captions it too")
+
+
+# Options `prepare folder` and `prepare images` share.
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="dataset file to write (.h5)")]
+ResolutionOption = Annotated[int, typer.Option(help="shorter side resized to this, then centre-cropped square")]
+ClassesOption = Annotated[Optional[bool], flag(
+    "--classes/--no-classes", "label each by its first sub-folder (default: on when every file is in one)")]
+CaptionsOption = Annotated[Optional[Path], typer.Option(help=_CAPTIONS_HELP)]
+PathColumnOption = Annotated[str, typer.Option(help="CSV captions: the column with the video path or id")]
+CaptionColumnOption = Annotated[str, typer.Option(help="CSV captions: the column with the caption")]
+WorkersOption = Annotated[int, typer.Option(help="decoding processes")]
+CompressionOption = Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")]
+RestartOption = Annotated[bool, flag("--restart/--no-restart", "discard an interrupted run's decoded files")]
+OverwriteOption = Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out made otherwise "
+                                       "(a finished run with the same arguments and captions is kept)")]
+JsonOption = Annotated[bool, flag("--json", "print the result as one JSON object")]
+DEFAULT_WORKERS = max(1, min(8, os.cpu_count() or 1))
+
+
+def _run_folder(src: Path, out: Path, as_json: bool, images: bool, **options) -> None:
+    def prepare(progress):
+        report = prepare_folder(src, out, progress=progress, images=images, **options)
+        for path in report.unmatched_captions:
+            stderr.print(f"[yellow]caption not used[/] {path}: no such {'image' if images else 'video'} under {src}")
+        shown = ", ".join(report.classes[:8]) + (", ..." if len(report.classes) > 8 else "")
+        stderr.print(f"{report.captioned} of {report.videos} captioned; {len(report.classes)} classes"
+                     + (f" ({shown})" if report.classes else ""))
+        return report
+
+    _run_decoding(prepare, out, as_json)
+
+
+@prepare_app.command("folder", cls=Command)
+def folder(
+    src: Annotated[Path, typer.Argument(help=_SOURCE_HELP)],
+    out: OutOption,
+    resolution: ResolutionOption = 256,
+    fps: Annotated[Optional[float], typer.Option(help="resample to this frame rate by frame index [native]")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(help="keep at most this many frames per video")] = None,
+    frames_fps: Annotated[float, typer.Option(help="frame rate of the folders of frames")] = DEFAULT_FRAMES_FPS,
+    classes: ClassesOption = None,
+    captions: CaptionsOption = None,
+    path_column: PathColumnOption = "video",
+    caption_column: CaptionColumnOption = "caption",
+    workers: WorkersOption = DEFAULT_WORKERS,
+    compression: CompressionOption = "none",
+    restart: RestartOption = False,
+    overwrite: OverwriteOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Decode any folder of videos, with classes and captions (resumable: rerun the same command after a crash)."""
+    _run_folder(src, out, as_json, False, resolution=resolution, fps=fps, max_frames=max_frames,
+                frames_fps=frames_fps, classes=classes, captions=captions, path_column=path_column,
+                caption_column=caption_column, workers=workers, compression=compression, restart=restart,
+                overwrite=overwrite)
+
+
+@prepare_app.command("images", cls=Command)
+def images(
+    src: Annotated[Path, typer.Argument(help="folder searched recursively for images (png, jpg, webp); "
+                                        "SRC/<class>/... gives classes")],
+    out: OutOption,
+    resolution: ResolutionOption = 256,
+    classes: ClassesOption = None,
+    captions: CaptionsOption = None,
+    path_column: PathColumnOption = "video",
+    caption_column: CaptionColumnOption = "caption",
+    workers: WorkersOption = DEFAULT_WORKERS,
+    compression: CompressionOption = "none",
+    restart: RestartOption = False,
+    overwrite: OverwriteOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Pack a folder of images as 1-frame entries (kind=images: still videos for joint image+video training)."""
+    _run_folder(src, out, as_json, True, resolution=resolution, classes=classes, captions=captions,
+                path_column=path_column, caption_column=caption_column, workers=workers,
+                compression=compression, restart=restart, overwrite=overwrite)
 
 
 @prepare_app.command("synthetic", cls=Command)

@@ -6,8 +6,11 @@ Layout (format 1):
     labels   int64 [N]                       class index, or -1 when unlabelled
     names    str   [N]                       e.g. "v_ApplyEyeMakeup_g08_c01" or "sample_000017"
     groups   int64 [N]                       UCF-101 group (gXX), -1 when not applicable
+    captions str   [N]  (optional)           UTF-8 caption per video, "" when it has none; written
+                                             only when some video has one
     attrs    format_version, class_names (JSON list), fps, resolution ([H, W]), split, fold,
-             source, hpdm_version, completed (True only once the file is whole)
+             source, hpdm_version, completed (True only once the file is whole),
+             kind ("videos", or "images": every entry is one still frame; absent = videos)
 
 Writers write to a temporary name and rename when complete, so a file under the final name
 always has completed=True. Readers open lazily, so a VideoStore can be pickled into
@@ -32,6 +35,7 @@ from hpdm_core.files import atomic_write
 FORMAT_VERSION = 1
 REQUIRED_DATASETS = ("frames", "offsets", "labels", "names", "groups")
 COMPRESSIONS = ("none", "lzf", "gzip")
+KINDS = ("videos", "images")
 
 
 def frame_chunks(height: int, width: int, frames_per_chunk: int = 8) -> tuple[int, int, int, int]:
@@ -101,6 +105,10 @@ class VideoStore:
         offsets = f["offsets"]
         if offsets.shape[0] != f["labels"].shape[0] + 1 or int(offsets[-1]) != f["frames"].shape[0]:
             raise BadInputError(f"{self.path}: offsets do not match frames/labels; the file is damaged")
+        if "captions" in f and f["captions"].shape[0] != f["labels"].shape[0]:
+            raise BadInputError(f"{self.path}: captions do not have one entry per video; the file is damaged")
+        if self.kind not in KINDS:
+            raise BadInputError(f"{self.path}: unknown kind {self.kind!r} (expected one of {', '.join(KINDS)})")
 
     def verify(self) -> None:
         """Deeper than validate(): per-video arrays agree, labels name a class, every frame is readable."""
@@ -110,6 +118,8 @@ class VideoStore:
             raise BadInputError(f"{self.path}: names/groups do not have one entry per video; the file is damaged")
         if n and np.any(np.diff(self.offsets) < 1):
             raise BadInputError(f"{self.path}: a video has no frames (offsets not increasing); the file is damaged")
+        if self.kind == "images" and n and np.any(np.diff(self.offsets) != 1):
+            raise BadInputError(f"{self.path}: an images file has an entry of more than one frame; the file is damaged")
         labels, classes = self.labels, len(self.class_names)
         if n and (labels.min() < -1 or labels.max() >= classes):
             raise BadInputError(f"{self.path}: labels outside 0..{classes - 1} (or -1); the file is damaged")
@@ -145,6 +155,19 @@ class VideoStore:
         return self.file["groups"][...]
 
     @property
+    def captions(self) -> list[str]:
+        """One caption per video ("" = none); all "" for a file written without captions."""
+        if "captions" not in self.file:
+            return [""] * len(self)
+        return [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in self.file["captions"][...]]
+
+    @property
+    def kind(self) -> str:
+        """"videos", or "images" when every entry is one still frame (training repeats it along time)."""
+        kind = self.file.attrs.get("kind", "videos")
+        return kind.decode() if isinstance(kind, bytes) else str(kind)
+
+    @property
     def class_names(self) -> list[str]:
         return json.loads(self.file.attrs.get("class_names", "[]"))
 
@@ -178,6 +201,8 @@ class VideoStore:
             "min_frames": int(lengths.min()) if len(lengths) else 0,
             "max_frames": int(lengths.max()) if len(lengths) else 0,
             "classes": len(self.class_names),
+            "kind": self.kind,
+            "captioned": sum(1 for c in self.captions if c),
             "resolution": list(self.resolution),
             "fps": float(attrs.get("fps", 0.0)),
             "split": attrs.get("split", ""),
@@ -224,8 +249,10 @@ class VideoStoreWriter:
         self._labels: list[int] = []
         self._names: list[str] = []
         self._groups: list[int] = []
+        self._captions: list[str] = []
 
-    def append(self, video: np.ndarray, label: int = -1, name: str = "", group: int = -1) -> None:
+    def append(self, video: np.ndarray, label: int = -1, name: str = "", group: int = -1,
+               caption: str = "") -> None:
         video = np.asarray(video)
         if video.dtype != np.uint8 or video.ndim != 4 or video.shape[1:] != self._frames.shape[1:]:
             raise BadInputError(f"expected uint8 video [F, {self._frames.shape[1]}, {self._frames.shape[2]}, 3], "
@@ -237,6 +264,7 @@ class VideoStoreWriter:
         self._labels.append(int(label))
         self._names.append(name or f"video_{len(self._names):06d}")
         self._groups.append(int(group))
+        self._captions.append(str(caption))
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -248,6 +276,9 @@ class VideoStoreWriter:
         f.create_dataset("labels", data=np.asarray(self._labels, dtype=np.int64))
         f.create_dataset("names", data=np.asarray(self._names, dtype=object), dtype=h5py.string_dtype())
         f.create_dataset("groups", data=np.asarray(self._groups, dtype=np.int64))
+        if any(self._captions):  # a file without captions keeps the old layout exactly
+            f.create_dataset("captions", data=np.asarray(self._captions, dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
         attrs = {
             "format_version": FORMAT_VERSION, "class_names": json.dumps(list(class_names)), "fps": float(fps),
             "resolution": list(self._frames.shape[1:3]), "split": split, "fold": int(fold), "source": source,
