@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from hpdm_cli import ablate, classifier, evaluate, prepare, sample, train
+from hpdm_cli import ablate, classifier, evaluate, prepare, sample, text, train
 from hpdm_cli.common import Command, Group, stderr
 from hpdm_core.errors import HPDMError
 
@@ -46,6 +46,8 @@ app.command("eval-fvd", cls=Command)(evaluate.eval_fvd)
 app.command("convert-i3d", cls=Command)(evaluate.convert_i3d)
 app.command(cls=Command)(ablate.ablate)
 app.add_typer(prepare.prepare_app, name="prepare")
+app.command("encode-text", cls=Command)(text.encode_text)
+app.command("random-text-encoder", cls=Command)(text.random_text_encoder)
 
 
 def _fail(err: Exception, code: int) -> None:
