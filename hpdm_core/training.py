@@ -1,7 +1,7 @@
 """Patch-hierarchy training: one `Trainer` that builds, steps, saves and resumes.
 
 The network never sees a full-resolution video: each step reads target-resolution clips, cuts one
-nested chain of patches per clip (pyramid.extract_hierarchy) and trains every level jointly
+nested chain of patches per clip (pyramid.extract_chain) and trains every level jointly
 (diffusion.hierarchy_loss). LAMB, linear warm-up + cosine decay, EMA, global-norm gradient clipping,
 gradient accumulation, bf16 autocast on CUDA.
 

@@ -23,15 +23,28 @@ def context_grids(offsets: torch.Tensor, geometry: PatchGeometry, token: tuple[i
             for level in levels if level >= 1}
 
 
+def sample_float32(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Trilinear grid_sample of volume [B, D, f, h, w] at grid [B, gf, gh, gw, 3] in at least float32,
+    autocast or not (float64 stays float64).
+
+    Under bf16 the coordinates would carry 8 mantissa bits: up to 1.6 % of a token spacing in deep fusion
+    and 12 % of a pixel in shallow fusion at 64 px. Callers cast the result back.
+    """
+    dtype = torch.promote_types(volume.dtype, torch.float32)
+    with torch.autocast(volume.device.type, enabled=False):
+        # mode "bilinear" on a 5-D input is trilinear; border padding keeps edge tokens from fading to zero.
+        return F.grid_sample(volume.to(dtype), grid.to(dtype), mode="bilinear", padding_mode="border",
+                             align_corners=False)
+
+
 def sample_context(lower: list[torch.Tensor], grid: torch.Tensor, token_grid: tuple[int, int, int]) -> torch.Tensor:
-    """Mean over k of trilinear samples of lower[k] [B, N, D] at grid[:, k] [B, gf, gh, gw, 3] -> [B, N, D]."""
+    """Mean over k of trilinear samples of lower[k] [B, N, D] at grid[:, k] [B, gf, gh, gw, 3] -> [B, N, D]
+    (at least float32: the grid and the sampling stay float32 under autocast)."""
     f, h, w = token_grid
     total = None
     for k, acts in enumerate(lower):
         volume = rearrange(acts, "b (f h w) d -> b d f h w", f=f, h=h, w=w)
-        # mode "bilinear" on a 5-D input is trilinear; border padding keeps edge tokens from fading to zero.
-        sampled = F.grid_sample(volume, grid[:, k].to(volume.dtype), mode="bilinear", padding_mode="border",
-                                align_corners=False)
+        sampled = sample_float32(volume, grid[:, k])
         total = sampled if total is None else total + sampled
     return rearrange(total / len(lower), "b d f h w -> b (f h w) d")
 
@@ -78,8 +91,7 @@ def shallow_context(previous: torch.Tensor, offsets: torch.Tensor, level: int,
                     geometry: PatchGeometry) -> torch.Tensor:
     """Level l-1's patch [B, C, f, h, w] resampled at level l's pixel centres (Eq. 8): [B, C, f, h, w]."""
     grid = context_grid(offsets, level, level - 1, geometry, (1, 1, 1))
-    return F.grid_sample(previous, grid.to(previous.dtype), mode="bilinear", padding_mode="border",
-                         align_corners=False)
+    return sample_float32(previous, grid).to(previous.dtype)
 
 
 def shallow_inputs(x: torch.Tensor, offsets: torch.Tensor, geometry: PatchGeometry) -> torch.Tensor:
