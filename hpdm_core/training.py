@@ -41,6 +41,7 @@ from hpdm_core import config as config_lib
 from hpdm_core import files
 from hpdm_core.config import Config, config_conflicts
 from hpdm_core.data.batches import StepBatches, check_data, open_clips
+from hpdm_core.data.h5store import VideoStore, fingerprint_matches
 from hpdm_core.diffusion import build_denoiser, hierarchy_loss
 from hpdm_core.errors import BadInputError, HPDMError, TrainingDivergedError
 from hpdm_core.learning import ProbeBatch, UpdateSizes, label_gap, make_probe_batch
@@ -107,10 +108,12 @@ def _setup_run(run_dir, requested, data, steps) -> tuple[Config, bool]:
         raise BadInputError("no dataset: pass --data FILE.h5 (make one with `hpdm prepare`)")
     cfg.validate()
     fingerprint = check_data(cfg)
-    if cfg.data.fingerprint and fingerprint != cfg.data.fingerprint:
-        raise BadInputError(f"{cfg.data.path} is not the data {run_dir} was trained on (its videos, labels or names "
-                            "differ); pass the original file with --data (it may be moved or renamed), or start a "
-                            "new --run-dir")
+    # A run folder from before content fingerprints holds the structural one: accepted, then upgraded.
+    if cfg.data.fingerprint and not fingerprint_matches(cfg.data.fingerprint, VideoStore(cfg.data.path),
+                                                        current=fingerprint):
+        raise BadInputError(f"{cfg.data.path} is not the data {run_dir} was trained on (its frames, videos, labels "
+                            "or names differ); pass the original file with --data (it may be moved or renamed), or "
+                            "start a new --run-dir")
     cfg.data.fingerprint = fingerprint
     if cfg.model.conditioning == "text":
         _record_text_encoder(cfg, run_dir)

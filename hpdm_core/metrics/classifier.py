@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
+from hpdm_core.data.h5store import VideoStore, dataset_fingerprint, fingerprint_matches
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.files import atomic_save
 from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
@@ -339,7 +339,7 @@ def heldout_videos(classifier: VideoClassifier, data: str | os.PathLike | None =
         raise MissingResourceError(f"the classifier's dataset file {path} is not here; pass the file it was "
                                    "trained on (e.g. as --real)")
     store = VideoStore(path)
-    if dataset_fingerprint(store) != classifier.data_fingerprint:
+    if not fingerprint_matches(classifier.data_fingerprint, store):
         raise BadInputError(f"{path} is not the dataset file this classifier was trained on (its held-out "
                             "videos are recorded by index in that file)")
     return first_clips(store, classifier.heldout, classifier.frames), classifier.heldout_labels.copy()
@@ -437,7 +437,7 @@ def _reference_file(classifier: VideoClassifier, real: str | os.PathLike | None)
     """The classifier's dataset file: `real` when it is that file (paths recorded elsewhere move)."""
     if real is not None and Path(real).is_file():
         try:
-            if dataset_fingerprint(VideoStore(real)) == classifier.data_fingerprint:
+            if fingerprint_matches(classifier.data_fingerprint, VideoStore(real)):
                 return real
         except BadInputError:
             pass
