@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter
 from hpdm_core.errors import BadInputError
 from hpdm_core.metrics import fvd as fvd_module
-from hpdm_core.metrics.fvd import (PROTOCOLS, Protocol, RealClipChoice, choose_real_clips, compute_is, evaluate,
-                                   fake_clips, protocol_deviations, read_real_clips)
+from hpdm_core.metrics.clips import RealClipChoice, choose_real_clips, fake_clips, read_real_clips
+from hpdm_core.metrics.fvd import PROTOCOLS, Protocol, compute_is, evaluate, protocol_deviations
 from hpdm_core.metrics.inception_score import inception_score, shuffled_rows
 
 # File order is not name order; "v_Apple_g02_c01" (5 frames) is too short for any clip here, and

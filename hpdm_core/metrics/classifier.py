@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from hpdm_core.data.h5store import VideoStore, dataset_fingerprint, fingerprint_matches
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.files import atomic_save
+from hpdm_core.metrics.clips import fake_clips
 from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
 from hpdm_core.precision import autocast
 from hpdm_core.seeding import derive_seed
@@ -454,8 +455,6 @@ def classifier_evaluation(checkpoint: str | os.PathLike, fake: str | os.PathLike
     was trained on, else from the path recorded at training. Notes (e.g. no labels) go to
     `classifier_notes`, apart from FVD's comparability warnings.
     """
-    from hpdm_core.metrics.fvd import fake_clips  # fvd.py imports this module: imported here, no cycle
-
     classifier = load_classifier(checkpoint, device)
     clips, count = fake_clips(fake, num if num is not None else 1 << 62, classifier.frames)
     labels = generated_labels(fake, count)
