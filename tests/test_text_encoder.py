@@ -215,6 +215,21 @@ def test_fingerprint_identifies_the_encoder(tmp_path, monkeypatch, t5_folder, en
         assert folder_fingerprint(copy, 16) == folder_fingerprint(t5_folder, 16) != changed
 
 
+def test_full_encoder_decoder_checkpoint_is_read_as_its_encoder(tmp_path, encoder):
+    """t5-11b ships the whole model: T5EncoderModel takes the encoder half, and nothing is reported missing."""
+    import transformers
+
+    config = transformers.T5Config.from_pretrained(encoder.path)
+    full = transformers.T5ForConditionalGeneration(config)
+    full.encoder.load_state_dict(encoder.model.encoder.state_dict())
+    full.save_pretrained(tmp_path / "full")
+    encoder.tokenizer.save_pretrained(tmp_path / "full")
+    again = load_text_encoder(tmp_path / "full", max_tokens=16)
+    a, _ = again.encode(CAPTIONS)
+    b, _ = encoder.encode(CAPTIONS)
+    torch.testing.assert_close(a, b, rtol=0, atol=BATCH_ATOL)
+
+
 def test_missing_or_foreign_encoder_folders(tmp_path, monkeypatch, capsys, t5_folder):
     with pytest.raises(MissingResourceError, match="does not exist"):
         load_text_encoder(tmp_path / "nowhere")
