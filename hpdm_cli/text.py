@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -36,8 +37,7 @@ def encode_text(
 ) -> None:
     """Encode the captions of a dataset file with T5 once, into the file (float16, with the token mask).
 
-    The file is not written in place: a copy gets the embeddings and replaces it (disk space for one more
-    copy while it runs). Interrupted, run it again.
+    The file is not written in place: a copy gets the embeddings and then replaces it (free disk space for one more copy is needed while it runs). Interrupted, run it again.
     """
     from hpdm_core.distributed import resolve_device
     from hpdm_core.text.encoder import load_text_encoder
@@ -48,8 +48,6 @@ def encode_text(
     stderr.print(f"[bold]hpdm encode-text[/] {data}: {len(captions)} videos, "
                  f"{sum(bool(c.strip()) for c in captions)} with a caption")
     plain_line(encoder.describe())
-    if encoder.random_weights:
-        stderr.print(f"[bold yellow]warning:[/] the text encoder {encoder.name} is a random one; {RANDOM_NOTE}")
     plain = not stderr.is_terminal
     lines = PlainProgress("captions", len(captions), enabled=plain)
     with Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -62,9 +60,9 @@ def encode_text(
 
         result = encode_file(data, encoder, batch_size, overwrite, progress)
     note = f" ({RANDOM_NOTE})" if encoder.random_weights else ""
-    stderr.print(f"[green]wrote[/] text embeddings of {result['captioned']} captions into {data} "
-                 f"[{result['videos']}, {result['max_tokens']}, {result['dim']}] float16; "
-                 f"{result['truncated']} cut at {result['max_tokens']} tokens{note}")
+    stderr.print(f"[green]wrote[/] text embeddings of {result['captioned']} captions into {escape(str(data))}: "
+                 f"{result['videos']} x {result['max_tokens']} x {result['dim']} float16, "
+                 f"{result['truncated']} captions cut at {result['max_tokens']} tokens{note}")
     _print(result, as_json)
 
 
@@ -78,14 +76,13 @@ def random_text_encoder(
 ) -> None:
     """Write a small T5 encoder with RANDOM weights and a byte-level tokenizer (no download), for demos and tests.
 
-    It is a normal transformers folder: `hpdm encode-text --text-encoder OUT` and T5EncoderModel load it.
-    Results made with it are marked as made with random weights.
+    It is a normal transformers folder: `hpdm encode-text --text-encoder OUT` and T5EncoderModel load it. Results made with it are marked as made with random weights.
     """
     from hpdm_core.text.encoder import DEFAULT_MAX_TOKENS, build_random_t5, folder_fingerprint
 
     path = build_random_t5(out, seed=seed, d_model=dim, num_layers=layers, num_heads=next(h for h in (4, 2, 1) if dim % h == 0),
                            overwrite=overwrite)
-    stderr.print(f"[green]wrote[/] {path}: a T5 encoder (width {dim}, {layers} layers, byte-level tokenizer); "
+    stderr.print(f"[green]wrote[/] {escape(str(path))}: a T5 encoder (width {dim}, {layers} layers, byte-level tokenizer); "
                  f"[bold yellow]{RANDOM_NOTE}[/]")
     _print({"path": str(path), "dim": dim, "layers": layers, "seed": seed, "random_weights": True,
             "max_tokens": DEFAULT_MAX_TOKENS, "fingerprint": folder_fingerprint(path, DEFAULT_MAX_TOKENS)}, as_json)

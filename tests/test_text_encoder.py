@@ -215,6 +215,21 @@ def test_fingerprint_identifies_the_encoder(tmp_path, monkeypatch, t5_folder, en
         assert folder_fingerprint(copy, 16) == folder_fingerprint(t5_folder, 16) != changed
 
 
+def test_full_encoder_decoder_checkpoint_is_read_as_its_encoder(tmp_path, encoder):
+    """t5-11b ships the whole model: T5EncoderModel takes the encoder half, and nothing is reported missing."""
+    import transformers
+
+    config = transformers.T5Config.from_pretrained(encoder.path)
+    full = transformers.T5ForConditionalGeneration(config)
+    full.encoder.load_state_dict(encoder.model.encoder.state_dict())
+    full.save_pretrained(tmp_path / "full")
+    encoder.tokenizer.save_pretrained(tmp_path / "full")
+    again = load_text_encoder(tmp_path / "full", max_tokens=16)
+    a, _ = again.encode(CAPTIONS)
+    b, _ = encoder.encode(CAPTIONS)
+    torch.testing.assert_close(a, b, rtol=0, atol=BATCH_ATOL)
+
+
 def test_missing_or_foreign_encoder_folders(tmp_path, monkeypatch, capsys, t5_folder):
     with pytest.raises(MissingResourceError, match="does not exist"):
         load_text_encoder(tmp_path / "nowhere")
@@ -234,6 +249,10 @@ def test_missing_or_foreign_encoder_folders(tmp_path, monkeypatch, capsys, t5_fo
         load_text_encoder(no_weights)
     with pytest.raises(BadInputError, match="is a file"):
         load_text_encoder(t5_folder / "config.json")
+    damaged = build_random_t5(tmp_path / "damaged", seed=0)
+    (damaged / "model.safetensors").write_bytes(b"\xff" * 4096)
+    with pytest.raises(BadInputError, match="cannot load T5 encoder weights"):
+        load_text_encoder(damaged)
     # the CLI reports them with exit codes 3 and 2, without a traceback
     data = captioned_file(tmp_path / "cap.h5", CAPTIONS[:2])
     code, _, err = hpdm(monkeypatch, capsys, "encode-text", "--data", str(data), "--text-encoder",
@@ -294,3 +313,28 @@ def test_missing_transformers_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` raises ImportError
     with pytest.raises(MissingResourceError, match="hpdm\\[text\\]"):
         text_encoder._transformers()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_half_precision_on_cuda(t5_folder, encoder):
+    gpu = load_text_encoder(t5_folder, device="cuda", max_tokens=16)
+    assert gpu.dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    assert gpu.fingerprint == encoder.fingerprint  # the encoder, not the precision it runs in
+    tokens, mask = gpu.encode(CAPTIONS)
+    reference, reference_mask = encoder.encode(CAPTIONS)
+    assert tokens.device.type == "cpu" and tokens.dtype == torch.float32 and torch.equal(mask, reference_mask)
+    # half precision through 2 layers: a relative error of a few units of bf16 rounding (2^-8), not O(1)
+    error = (tokens - reference).norm() / reference.norm()
+    assert error < 0.05, error
+
+
+@pytest.mark.parametrize("command", ["encode-text", "random-text-encoder"])
+def test_help_lists_options_as_flags(command):
+    from typer.testing import CliRunner
+
+    from hpdm_cli.app import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "--overwrite" in result.stdout and "RANDOM" in CliRunner().invoke(
+        app, ["--help"], env={"COLUMNS": "200"}).stdout
+    assert all("<bool>" not in line for line in result.stdout.splitlines() if "--overwrite" in line or "--json" in line)

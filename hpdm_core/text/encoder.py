@@ -31,6 +31,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from hpdm_core.distributed import resolve_device
 from hpdm_core.errors import BadInputError, HPDMError, MissingResourceError
 
 DEFAULT_MAX_TOKENS = 64
@@ -136,11 +137,12 @@ class TextEncoder:
 
     def describe(self) -> str:
         """One line for logs: which encoder, and whether its weights are random."""
-        note = " -- RANDOM WEIGHTS (a test/demo encoder; its embeddings carry no meaning)" if self.random_weights else ""
+        note = " -- RANDOM WEIGHTS (a test/demo encoder; its embeddings carry no meaning)" if self.random_weights \
+            else ""
         return (f"text encoder {self.name} ({self.path}), dim {self.dim}, max {self.max_tokens} tokens, "
                 f"{str(self.dtype).removeprefix('torch.')} on {self.device}, fingerprint {self.fingerprint}{note}")
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the outputs may meet autograd later (a sampler, a test)
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 [N, max_tokens, dim] (zeros at padding) and bool mask [N, max_tokens], on the CPU.
 
@@ -191,6 +193,15 @@ def _dtype_kwarg(transformers, dtype: torch.dtype) -> dict[str, Any]:
     return {"dtype": dtype} if Version(transformers.__version__) >= Version("4.56") else {"torch_dtype": dtype}
 
 
+def _weight_errors() -> tuple[type[BaseException], ...]:
+    """What reading damaged or foreign weight files raises (safetensors' own error included)."""
+    import pickle
+
+    from safetensors import SafetensorError  # a dependency of transformers
+
+    return (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError, SafetensorError)
+
+
 def _read_config(transformers, folder: Path):
     if not (folder / "config.json").is_file():
         raise BadInputError(f"{folder} is not a T5 encoder folder: it has no config.json (give the folder "
@@ -207,7 +218,8 @@ def _read_config(transformers, folder: Path):
 
 def load_text_encoder(path: str | os.PathLike, device: str | torch.device = "cpu", max_tokens: int | None = None,
                       dtype: str = "auto") -> TextEncoder:
-    """The T5 encoder in the local folder `path`, on `device`, in half precision on CUDA (`dtype` auto).
+    """The T5 encoder in the local folder `path`, on `device` (auto, cpu, cuda[:n] or a torch.device), in half
+    precision on CUDA (`dtype` auto); `max_tokens` None: DEFAULT_MAX_TOKENS.
 
     MissingResourceError (exit 3): no such folder, no weights or tokenizer in it, transformers or
     sentencepiece not installed. BadInputError (exit 2): a folder that is not a T5 encoder."""
@@ -221,7 +233,7 @@ def load_text_encoder(path: str | os.PathLike, device: str | torch.device = "cpu
     max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else int(max_tokens)
     if max_tokens < 2:
         raise BadInputError(f"max_tokens must be at least 2 (a token and </s>), got {max_tokens}")
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     torch_dtype = _pick_dtype(dtype, device)
     transformers = _transformers()
     config = _read_config(transformers, folder)
@@ -242,8 +254,8 @@ def load_text_encoder(path: str | os.PathLike, device: str | torch.device = "cpu
         try:
             model, info = transformers.T5EncoderModel.from_pretrained(
                 folder, local_files_only=True, output_loading_info=True, **_dtype_kwarg(transformers, torch_dtype))
-        except (OSError, ValueError, RuntimeError) as err:
-            raise BadInputError(f"cannot load T5 encoder weights from {folder}: {err}") from None
+        except _weight_errors() as err:
+            raise BadInputError(f"cannot load T5 encoder weights from {folder} (damaged or not T5): {err}") from None
     missing = [key for key in info.get("missing_keys", []) if key.startswith(("encoder.", "shared."))]
     if missing:
         raise BadInputError(f"{folder}'s weights lack {len(missing)} T5 encoder tensors (e.g. {missing[0]}); "

@@ -25,6 +25,7 @@ import numpy as np
 
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError, MissingResourceError
+from hpdm_core.files import check_output
 from hpdm_core.text.encoder import TextEncoder
 
 GROUP = "text"
@@ -68,6 +69,7 @@ def has_embeddings(path: str | os.PathLike) -> dict[str, Any] | None:
 def check_encodable(path: str | os.PathLike, overwrite: bool = False) -> list[str]:
     """Before loading an encoder (minutes for T5-11B): the file's captions, or the error that stops the run."""
     captions = read_captions(path)
+    check_output(path, overwrite=True, what="--data")  # its folder must take the copy that replaces it
     old = has_embeddings(path)
     if old is not None and not overwrite:
         raise BadInputError(f"{path} already has text embeddings (encoder {old.get('encoder')}, fingerprint "
@@ -81,13 +83,14 @@ def _copy_without_text(src: Path, dst: Path) -> None:
         has_text = GROUP in f
     if not has_text:
         shutil.copyfile(src, dst)
-        return
-    with h5py.File(src, "r") as f, h5py.File(dst, "w") as out:
-        for name in f:
-            if name != GROUP:
-                f.copy(f[name], out, name=name)
-        for key, value in f.attrs.items():
-            out.attrs[key] = value
+    else:
+        with h5py.File(src, "r") as f, h5py.File(dst, "w") as out:
+            for name in f:
+                if name != GROUP:
+                    f.copy(f[name], out, name=name)
+            for key, value in f.attrs.items():
+                out.attrs[key] = value
+    shutil.copymode(src, dst)
 
 
 def token_counts(encoder: TextEncoder, texts: Sequence[str]) -> list[int]:
@@ -106,6 +109,11 @@ def encode_file(path: str | os.PathLike, encoder: TextEncoder, batch_size: int =
     counts = token_counts(encoder, captions)
     tmp = path.with_name(path.name + ".text.tmp")
     tmp.unlink(missing_ok=True)  # a killed run's copy: start again from the original
+    need = path.stat().st_size + n * tokens * (dim * 2 + 1)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise BadInputError(f"encoding the captions of {path} needs {need / 2**30:.2f} GiB free beside it (a copy of "
+                            f"the file plus the embeddings), only {free / 2**30:.2f} GiB are; free some space")
     try:
         _copy_without_text(path, tmp)
         with h5py.File(tmp, "r+") as f:
