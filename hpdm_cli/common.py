@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
-# Results go to stdout; progress bars and messages to stderr (DESIGN.md, Conventions).
+# Results go to stdout; progress bars and messages to stderr (docs/design.md, "Conventions").
 stderr = Console(stderr=True)
 stdout = Console()
 

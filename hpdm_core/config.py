@@ -69,7 +69,7 @@ class ModelConfig:
 
     @property
     def block_levels(self) -> list[int]:
-        """Block b processes the levels below block_levels[b] (DESIGN.md, adaptive computation)."""
+        """Block b processes the levels below block_levels[b] (docs/design.md, "Adaptive computation")."""
         return list(self.levels_per_block) if self.adaptive_computation else [self.num_levels] * self.num_blocks
 
     @property

@@ -1,4 +1,4 @@
-"""EDM preconditioning with v-prediction, per-level noise, the hierarchy loss, guidance (DESIGN.md, Diffusion).
+"""EDM preconditioning with v-prediction, per-level noise, the hierarchy loss, guidance (docs/design.md, "Diffusion").
 
 D(x; sigma) = c_skip * x + c_out * F(c_in * x; c_noise) with EDM's coefficients (Karras et al. 2022).
 Training F towards (x - c_skip * x_noisy) / c_out with unit weight is EDM's weighted denoising loss

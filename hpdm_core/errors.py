@@ -1,4 +1,4 @@
-"""Errors that carry the process exit code the CLI reports (DESIGN.md, Conventions).
+"""Errors that carry the process exit code the CLI reports (docs/design.md, "Conventions").
 
 0 ok, 1 failure, 2 bad usage or bad input, 3 missing weights or data.
 """

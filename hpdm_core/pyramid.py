@@ -1,4 +1,4 @@
-"""Patch geometry of the hierarchy (DESIGN.md, Tensors and coordinates; normative).
+"""Patch geometry of the hierarchy (docs/design.md, "The patch pyramid"; normative).
 
 Level l (0..L) is the target video box-downsampled by 2**(L-l): a canvas of r * 2**l pixels per
 axis, where r = (f, h, w) is the patch resolution shared by all levels. A patch is placed by its
@@ -272,7 +272,7 @@ def tile_chains(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.
 
 def tile_coverage(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.Tensor:
     """How many tiles cover each pixel of the level-l canvas: float [*R_l] (a pixel's weight when the
-    tiles' predictions are averaged into the canvas, DESIGN.md, Diffusion)."""
+    tiles' predictions are averaged into the canvas: docs/design.md, "Sampling")."""
     counts = torch.zeros(geometry.canvas(level))
     f, h, w = geometry.patch
     for o in tile_offsets(geometry, level, overlap).tolist():

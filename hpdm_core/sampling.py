@@ -1,5 +1,4 @@
-"""Hierarchical, overlapped, patch-wise sampling with activation caching (DESIGN.md, normative parts:
-"Inference tiling", "Inference caching", the Diffusion sampling bullets).
+"""Hierarchical, overlapped, patch-wise sampling with activation caching (docs/design.md, "Sampling").
 
 The video is generated level by level and never passed through the network whole:
 - level 0 is one tile (its whole canvas), sampled with EDM's stochastic Heun sampler (Algorithm 2 of

@@ -5,7 +5,7 @@ nested chain of patches per clip (pyramid.extract_chain) and trains every level 
 (diffusion.hierarchy_loss). LAMB, linear warm-up + cosine decay, EMA, global-norm gradient clipping,
 gradient accumulation, bf16 autocast on CUDA.
 
-Determinism (DESIGN.md, Conventions): every random draw of row j of the global batch of step s
+Determinism (docs/design.md, "Conventions"): every random draw of row j of the global batch of step s
 comes from generators keyed by (seed, s, j): the data stream picks the clip, its start frame, flip
 and patch offsets; the noise stream draws the per-level sigmas, the label dropout and the noise.
 Rank k of W trains rows [k B/W, (k+1) B/W), so it draws exactly what one process draws for those

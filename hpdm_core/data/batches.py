@@ -1,6 +1,6 @@
 """What training reads: the data file checked against a config, and every step's batch.
 
-Determinism (DESIGN.md, Conventions): row j of the global batch of step s draws its clip, start frame,
+Determinism (docs/design.md, "Conventions"): row j of the global batch of step s draws its clip, start frame,
 flip and patch offsets from a generator keyed by (seed, s, j), so any process (rank, DataLoader
 worker, a resumed run) builds exactly the same row.
 """

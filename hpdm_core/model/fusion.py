@@ -1,4 +1,4 @@
-"""Context fusion between pyramid levels (DESIGN.md, Network; paper Eq. 7-9).
+"""Context fusion between pyramid levels (docs/design.md, "Deep context fusion"; paper Eq. 7-9).
 
 Deep: before every block, each level l >= 1 grid-samples the block-input activations of every lower
 level at its own tokens' positions (Eq. 8), averages them and projects concat[a_l, ctx_l, coords_l]

@@ -1,4 +1,4 @@
-"""The HPDM network: a RIN that denoises a chain of nested patches jointly (DESIGN.md, Network).
+"""The HPDM network: a RIN that denoises a chain of nested patches jointly (docs/design.md, "The network").
 
 Levels are folded into the batch: interface activations a [B, n, N, D], latents z [B, n, M+3, Dl]
 (M learned latents of the level plus noise-level, pyramid-level and class tokens), kept between blocks
