@@ -204,10 +204,16 @@ def test_sigkill_then_resume_decodes_only_the_rest(tree, prepared, tmp_path):
     out = tmp_path / "resumed.h5"
     assert _run_killed(tree, out, after=2) == -signal.SIGKILL
     assert not out.exists() and len([p for p in staging_dir(out).iterdir() if p.name != "args.json"]) == 2
-    report = prepare_folder(tree, out, resolution=16, workers=1)
-    assert report.reused == 2 and report.decoded == len(LAYOUT) + 1 - 2
+    sidecar = tree / "dogs" / "d.txt"
+    sidecar.write_text("captioned while interrupted")  # captions change the file, not the decoded parts
+    try:
+        report = prepare_folder(tree, out, resolution=16, workers=1)
+    finally:
+        sidecar.unlink()
+    assert report.reused == 2 and report.decoded == len(LAYOUT) + 1 - 2 and report.captioned == 4
     a, b = VideoStore(out), VideoStore(prepared[0])
-    assert a.names == b.names and a.captions == b.captions and (a.labels == b.labels).all()
+    assert a.names == b.names and (a.labels == b.labels).all()
+    assert a.captions == b.captions[:3] + ["captioned while interrupted"]
     np.testing.assert_array_equal(a.file["frames"][...], b.file["frames"][...])
 
 
