@@ -178,7 +178,7 @@ def synthetic(
     colours: Annotated[int, typer.Option(help="--captions: use the first this many colours (up to 7)")] = 4,
     shapes: Annotated[int, typer.Option(help="--captions: use the first this many shapes (up to 6)")] = 4,
     holdout_pairs: Annotated[int, typer.Option(
-        help="--captions: leave this many (colour, shape) pairs out of the file (recorded in attrs holdout_pairs)")] = 0,
+        help="--captions: leave this many (colour, shape) pairs out of the file (attrs holdout_pairs)")] = 0,
     still: Annotated[bool, flag("--still/--no-still", "single frames of the same classes (kind=images), for "
                                 "joint image+video training")] = False,
     overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out")] = False,

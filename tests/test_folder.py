@@ -62,7 +62,8 @@ def build_tree(root: Path) -> Path:
                 Image.fromarray(frame).save(path / f"frame_{t + 1}.png")
     (root / BROKEN).write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     (root / "cats" / "b.txt").write_text("a gif of a cat, from its .txt  \n", encoding="utf-8")
-    lines = [{"video": "cats/a.mp4", "caption": "a cat — ünïcode"}, {"video": "dogs/c", "caption": "frames of a dog"},
+    lines = [{"video": "cats/a.mp4", "caption": "a cat — ünïcode"},
+             {"video": "dogs/c", "caption": "frames of a dog"},
              {"video": "ghost.mp4", "caption": "not there"}]
     (root / "captions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     (root / "notes.md").write_text("not a video")

@@ -1,9 +1,14 @@
 """The synthetic set: deterministic, class -> appearance, smooth motion, the common file layout."""
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 
 from hpdm_core.data.h5store import VideoStore
+from hpdm_core.data.synthetic import (_DIRECTION_WORDS, DIRECTIONS, SHAPE_WORDS, SHAPES, captioned_video,
+                                      choose_holdout, describe_objects, max_holdout, pair_classes)
 from hpdm_core.data.synthetic import (COLOURS, MAX_CLASSES, class_appearance, class_names, make_synthetic,
                                       object_presence, synthetic_video)
 from hpdm_core.errors import BadInputError
@@ -89,13 +94,6 @@ def test_object_presence_sees_every_real_object_through_grain_and_misses_a_remov
 
 # ----------------------------------------------------------------------------- captions, holdout, stills
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-
-from hpdm_core.data.synthetic import (DIRECTIONS, SHAPE_WORDS, _DIRECTION_WORDS, SHAPES, captioned_video,  # noqa: E402
-                                      choose_holdout, describe_objects, max_holdout, pair_classes)
-
-
 def test_class_set_is_byte_identical_to_before_captions():
     # Digests of the class set as it was before the captioned set existed (the quickstart depends on it).
     digest = hashlib.sha256()
@@ -159,7 +157,8 @@ def test_holdout_pairs_are_absent_recorded_and_keep_every_colour_and_shape(tmp_p
     assert choose_holdout(4, 4, 5, seed=10) != held  # the seed chooses
     for colours, shapes in ((1, 1), (2, 3), (4, 4), (7, 6), (7, 1)):
         for seed in range(5):
-            kept = set(pair_classes(colours, shapes)) - set(choose_holdout(colours, shapes, max_holdout(colours, shapes), seed))
+            held = choose_holdout(colours, shapes, max_holdout(colours, shapes), seed)
+            kept = set(pair_classes(colours, shapes)) - set(held)
             assert {c for c, _ in kept} == set(list(COLOURS)[:colours]) and {s for _, s in kept} == set(SHAPES[:shapes])
     with pytest.raises(BadInputError, match="between 0 and 12"):
         make_synthetic(tmp_path / "x.h5", captions=True, holdout_pairs=13)

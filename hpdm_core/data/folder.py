@@ -152,7 +152,7 @@ def _read_jsonl(path: Path) -> list[tuple[str, str]]:
         except json.JSONDecodeError as err:
             raise BadInputError(f"{path}:{number}: not JSON ({err.msg}); expected "
                                 '{"video": "relative/path.mp4", "caption": "text"}') from None
-        if not isinstance(row, dict) or not isinstance(row.get("video"), str) or not isinstance(row.get("caption"), str):
+        if not (isinstance(row, dict) and isinstance(row.get("video"), str) and isinstance(row.get("caption"), str)):
             raise BadInputError(f"{path}:{number}: expected an object with string fields \"video\" and \"caption\"")
         pairs.append((row["video"], row["caption"]))
     return pairs

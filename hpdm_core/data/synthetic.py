@@ -229,7 +229,8 @@ def captioned_video(index: int, kept: list[int], classes: list[tuple[str, str]],
     rng = np.random.default_rng([seed, index])
     sector = int(rng.integers(len(DIRECTIONS)))
     video = _render(shape, colour, rng, 1 if still else frames, resolution, sector)
-    caption = caption_text(colour, shape, None if still else DIRECTIONS[sector], np.random.default_rng([seed, index, 2]))
+    direction = None if still else DIRECTIONS[sector]
+    caption = caption_text(colour, shape, direction, np.random.default_rng([seed, index, 2]))
     return video, label, caption
 
 
