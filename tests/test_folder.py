@@ -67,6 +67,7 @@ def build_tree(root: Path) -> Path:
              {"video": "ghost.mp4", "caption": "not there"}]
     (root / "captions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     (root / "notes.md").write_text("not a video")
+    Image.fromarray(flat_video(9, 1)[0]).save(root / "cats" / "a_thumbnail.jpg")  # beside videos: not frames
     return root
 
 
