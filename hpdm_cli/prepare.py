@@ -169,10 +169,18 @@ def synthetic(
     frames: Annotated[int, typer.Option(help="frames per video")] = 32,
     resolution: Annotated[int, typer.Option(help="frame height and width")] = 64,
     classes: Annotated[int, typer.Option(
-        help="classes (each a shape and colour pair; up to 7 have distinct colours)")] = 4,
+        help="classes (each a shape and colour pair; up to 7 have distinct colours); not with --captions")] = 4,
     seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same videos")] = 0,
     fps: Annotated[float, typer.Option(help="frame rate stored with the videos")] = 8.0,
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
+    captions: Annotated[bool, flag("--captions/--no-captions", "colour and shape drawn independently (classes: "
+                                   "every pair), a caption per video naming colour, shape and motion")] = False,
+    colours: Annotated[int, typer.Option(help="--captions: use the first this many colours (up to 7)")] = 4,
+    shapes: Annotated[int, typer.Option(help="--captions: use the first this many shapes (up to 6)")] = 4,
+    holdout_pairs: Annotated[int, typer.Option(
+        help="--captions: leave this many (colour, shape) pairs out of the file (attrs holdout_pairs)")] = 0,
+    still: Annotated[bool, flag("--still/--no-still", "single frames of the same classes (kind=images), for "
+                                "joint image+video training")] = False,
     overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out")] = False,
     as_json: Annotated[bool, flag("--json", "print the file summary as one JSON object")] = False,
 ) -> None:
@@ -181,7 +189,9 @@ def synthetic(
     with _progress() as bar:
         task = bar.add_task("generating", total=num_videos)
         path = make_synthetic(out, num_videos, frames, resolution, classes, seed, fps, compression,
-                              progress=lambda done, total: bar.update(task, completed=done, refresh=True))
+                              progress=lambda done, total: bar.update(task, completed=done, refresh=True),
+                              captions=captions, colours=colours, shapes=shapes, holdout_pairs=holdout_pairs,
+                              still=still)
     stderr.print(f"[green]wrote[/] {path}")
     store = VideoStore(path)
     _print_summary(store.summary(), as_json)

@@ -139,3 +139,24 @@ def test_os_error_is_a_message_with_exit_1(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(hpdm_cli.prepare, "make_synthetic", full_disk)
     code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(tmp_path / "s.h5"))
     assert code == 1 and "No space left on device" in stderr and "Traceback" not in stderr
+
+
+def test_synthetic_captions_holdout_and_still_through_info(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cap.h5"
+    code, _, _ = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(out), "--num-videos", "20",
+                      "--frames", "4", "--resolution", "16", "--captions", "--colours", "3", "--shapes", "2",
+                      "--holdout-pairs", "2", "--seed", "1")
+    assert code == 0
+    code, stdout, _ = hpdm(monkeypatch, capsys, "info", str(out), "--json")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["captioned"] == 20 and summary["classes"] == 6 and summary["kind"] == "videos"
+    assert len(summary["holdout_pairs"]) == 2
+    still = tmp_path / "still.h5"
+    code, _, _ = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(still), "--num-videos", "5",
+                      "--resolution", "16", "--still")
+    code, stdout, _ = hpdm(monkeypatch, capsys, "info", str(still), "--json")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["kind"] == "images" and summary["frames"] == 5 and summary["captioned"] == 0
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(tmp_path / "x.h5"),
+                           "--holdout-pairs", "1")
+    assert code == 2 and "needs --captions" in stderr

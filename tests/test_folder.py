@@ -62,10 +62,12 @@ def build_tree(root: Path) -> Path:
                 Image.fromarray(frame).save(path / f"frame_{t + 1}.png")
     (root / BROKEN).write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     (root / "cats" / "b.txt").write_text("a gif of a cat, from its .txt  \n", encoding="utf-8")
-    lines = [{"video": "cats/a.mp4", "caption": "a cat — ünïcode"}, {"video": "dogs/c", "caption": "frames of a dog"},
+    lines = [{"video": "cats/a.mp4", "caption": "a cat — ünïcode"},
+             {"video": "dogs/c", "caption": "frames of a dog"},
              {"video": "ghost.mp4", "caption": "not there"}]
     (root / "captions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     (root / "notes.md").write_text("not a video")
+    Image.fromarray(flat_video(9, 1)[0]).save(root / "cats" / "a_thumbnail.jpg")  # beside videos: not frames
     return root
 
 
@@ -204,10 +206,16 @@ def test_sigkill_then_resume_decodes_only_the_rest(tree, prepared, tmp_path):
     out = tmp_path / "resumed.h5"
     assert _run_killed(tree, out, after=2) == -signal.SIGKILL
     assert not out.exists() and len([p for p in staging_dir(out).iterdir() if p.name != "args.json"]) == 2
-    report = prepare_folder(tree, out, resolution=16, workers=1)
-    assert report.reused == 2 and report.decoded == len(LAYOUT) + 1 - 2
+    sidecar = tree / "dogs" / "d.txt"
+    sidecar.write_text("captioned while interrupted")  # captions change the file, not the decoded parts
+    try:
+        report = prepare_folder(tree, out, resolution=16, workers=1)
+    finally:
+        sidecar.unlink()
+    assert report.reused == 2 and report.decoded == len(LAYOUT) + 1 - 2 and report.captioned == 4
     a, b = VideoStore(out), VideoStore(prepared[0])
-    assert a.names == b.names and a.captions == b.captions and (a.labels == b.labels).all()
+    assert a.names == b.names and (a.labels == b.labels).all()
+    assert a.captions == b.captions[:3] + ["captioned while interrupted"]
     np.testing.assert_array_equal(a.file["frames"][...], b.file["frames"][...])
 
 

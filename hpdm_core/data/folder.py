@@ -1,7 +1,8 @@
 """Any folder of videos (or of images) -> one dataset file, with classes and captions.
 
 A video is a video file (mp4, avi, webm, mov, mkv, gif) or a folder of numbered frames (png/jpg,
-the StyleGAN-V layout: one folder per video), found anywhere under SRC. Its name in the file is its
+the StyleGAN-V layout: one folder per video; images beside video files are thumbnails, not frames),
+found anywhere under SRC. Its name in the file is its
 path relative to SRC. Its class, when classes are on, is its first sub-folder (SRC/<class>/...).
 Captions come in the forms people keep them, first match wins:
   1. a JSON-lines file (SRC/captions.jsonl, or --captions FILE.jsonl): {"video": path, "caption": text}
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -74,9 +76,12 @@ def find_sources(src: Path, images: bool = False) -> list[Path]:
         if images:
             found += [root_path / f for f in names if Path(f).suffix.lower() in IMAGE_SUFFIXES]
             continue
-        found += [root_path / f for f in names if Path(f).suffix.lower() in VIDEO_SUFFIXES]
-        if root_path != src and any(Path(f).suffix.lower() in FRAME_SUFFIXES for f in names):
-            found.append(root_path)  # a folder of frames is one video; what is below it is not looked at
+        videos = [root_path / f for f in names if Path(f).suffix.lower() in VIDEO_SUFFIXES]
+        found += videos
+        # A folder of frames (images and no video files: images beside videos are thumbnails) is one
+        # video; what is below it is not looked at.
+        if root_path != src and not videos and any(Path(f).suffix.lower() in FRAME_SUFFIXES for f in names):
+            found.append(root_path)
             dirs[:] = []
     return sorted(found, key=lambda p: p.relative_to(src).as_posix())
 
@@ -152,7 +157,7 @@ def _read_jsonl(path: Path) -> list[tuple[str, str]]:
         except json.JSONDecodeError as err:
             raise BadInputError(f"{path}:{number}: not JSON ({err.msg}); expected "
                                 '{"video": "relative/path.mp4", "caption": "text"}') from None
-        if not isinstance(row, dict) or not isinstance(row.get("video"), str) or not isinstance(row.get("caption"), str):
+        if not (isinstance(row, dict) and isinstance(row.get("video"), str) and isinstance(row.get("caption"), str)):
             raise BadInputError(f"{path}:{number}: expected an object with string fields \"video\" and \"caption\"")
         pairs.append((row["video"], row["caption"]))
     return pairs
@@ -268,8 +273,6 @@ def prepare_folder(src: str | os.PathLike, out: str | os.PathLike, resolution: i
 
     Resumable like `prepare_ucf101`: rerun with the same arguments after a crash. classes=None: on
     when every video is in a sub-folder. frames_fps: the frame rate of folders of frames."""
-    import time
-
     start_time = time.perf_counter()
     out = check_decode_options(out, resolution, fps, max_frames, workers, compression)
     if not (frames_fps > 0 and np.isfinite(frames_fps)):

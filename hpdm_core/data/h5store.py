@@ -210,6 +210,7 @@ class VideoStore:
             "source": attrs.get("source", ""),
             "unreadable_skipped": len(json.loads(attrs.get("failed", "[]"))),
             "hpdm_version": attrs.get("hpdm_version", ""),
+            **({"holdout_pairs": json.loads(attrs["holdout_pairs"])} if "holdout_pairs" in attrs else {}),
         }
 
 
