@@ -203,7 +203,14 @@ def info(
     as_json: Annotated[bool, flag("--json", "print one JSON object")] = False,
 ) -> None:
     """Check a dataset file and print its summary."""
+    from hpdm_core.text.store import has_embeddings
+
     store = VideoStore(path)
     store.verify()
-    _print_summary(store.summary(), as_json)
+    summary = store.summary()
+    text = has_embeddings(path)
+    if text:  # `hpdm encode-text` was run on it
+        summary["text_encoder"] = {key: text.get(key) for key in ("encoder", "dim", "max_tokens", "fingerprint",
+                                                                  "random_weights", "captioned", "truncated")}
+    _print_summary(summary, as_json)
     store.close()

@@ -142,7 +142,7 @@ def _conditions(cfg, denoiser, num, classes, prompts, prompt_labels, text_encode
     if not path:
         raise MissingResourceError("the run does not record its text encoder: pass --text-encoder PATH (the folder "
                                    "its dataset's captions were encoded with)")
-    encoder = load_text_encoder(path, device=device)
+    encoder = load_text_encoder(path, device=device, max_tokens=cfg.data.text_max_tokens or None)
     text = encode_prompts(encoder, prompts, cfg.data.text_fingerprint)
     labels = prompt_labels if prompt_labels is not None else None
     note = f"text encoder {encoder.name}" + (" (RANDOM WEIGHTS: a demo encoder, not a trained T5)"

@@ -101,6 +101,7 @@ class DataConfig:
     # and its fingerprint, set by the run from the file; sampling refuses an encoder with another fingerprint.
     text_encoder: str = ""
     text_fingerprint: str = ""
+    text_max_tokens: int = 0  # the tokens per text the embeddings were made with (part of the fingerprint)
 
 
 @dataclass
@@ -486,7 +487,8 @@ def validate_sample(sample: SampleConfig) -> None:
 
 # Settings that change nothing about the optimisation: a resumed run may change them freely.
 RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
-                "data.path", "data.num_workers", "data.fingerprint", "data.text_encoder", "data.text_fingerprint"}
+                "data.path", "data.num_workers", "data.fingerprint", "data.text_encoder", "data.text_fingerprint",
+                "data.text_max_tokens"}
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

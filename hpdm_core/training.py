@@ -134,6 +134,7 @@ def _record_text_encoder(cfg: Config, run_dir: Path) -> None:
                             f"({cfg.data.text_encoder or 'see its config.toml'}) or start a new --run-dir")
     cfg.data.text_fingerprint = str(info["fingerprint"])
     cfg.data.text_encoder = str(info.get("encoder_path") or cfg.data.text_encoder or info.get("encoder", ""))
+    cfg.data.text_max_tokens = int(info["max_tokens"])
 
 
 # ----------------------------------------------------------------------------- trainer

@@ -134,7 +134,8 @@ def encode_file(path: str | os.PathLike, encoder: TextEncoder, batch_size: int =
                 mask[start:stop] = real.numpy()
                 if progress is not None:
                     progress(stop, n)
-            attrs = {"fingerprint": encoder.fingerprint, "encoder": encoder.name, "dim": dim, "max_tokens": tokens,
+            attrs = {"fingerprint": encoder.fingerprint, "encoder": encoder.name,
+                     "encoder_path": str(Path(encoder.path).resolve()), "dim": dim, "max_tokens": tokens,
                      "random_weights": bool(encoder.random_weights), "captioned": sum(c > 0 for c in counts),
                      "truncated": sum(c > tokens for c in counts)}
             for key, value in attrs.items():
