@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.common import Command, Group, flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, Command, Group, flag, print_json, stderr, stdout
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.data.synthetic import make_synthetic
 from hpdm_core.data.ucf101 import prepare_ucf101
@@ -40,11 +40,11 @@ def ucf101(
     src: Annotated[Path, typer.Argument(help="UCF-101 folder: UCF-101/<Class>/*.avi and ucfTrainTestlist/")],
     out: Annotated[Path, typer.Option("--out", "-o", help="dataset file to write (.h5)")],
     split: Annotated[str, typer.Option(help="train, test, or all (train+test: the FVD protocol)")] = "all",
-    fold: Annotated[int, typer.Option(help="official split fold: 1, 2 or 3")] = 1,
+    fold: Annotated[int, typer.Option(min=1, max=3, help="official split fold: 1, 2 or 3")] = 1,
     resolution: Annotated[int, typer.Option(help="shorter side resized to this, then centre-cropped square")] = 256,
     fps: Annotated[Optional[float], typer.Option(help="resample to this frame rate by frame index [native]")] = None,
-    max_frames: Annotated[Optional[int], typer.Option(help="keep at most this many frames per video")] = None,
-    workers: Annotated[int, typer.Option(help="decoding processes")] = max(1, min(8, os.cpu_count() or 1)),
+    max_frames: Annotated[Optional[int], typer.Option(min=1, max=INT64_MAX, help="keep at most this many frames per video")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=1024, help="decoding processes")] = max(1, min(8, os.cpu_count() or 1)),
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
     restart: Annotated[bool, flag("--restart/--no-restart", "discard an interrupted run's decoded videos")] = False,
     overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out made otherwise (a finished run with the same arguments is kept)")] = False,
@@ -75,12 +75,12 @@ def ucf101(
 @prepare_app.command("synthetic", cls=Command)
 def synthetic(
     out: Annotated[Path, typer.Option("--out", "-o", help="dataset file to write (.h5)")],
-    num_videos: Annotated[int, typer.Option(help="number of videos")] = 256,
-    frames: Annotated[int, typer.Option(help="frames per video")] = 32,
+    num_videos: Annotated[int, typer.Option(min=1, max=INT64_MAX, help="number of videos")] = 256,
+    frames: Annotated[int, typer.Option(min=1, max=1_000_000, help="frames per video")] = 32,
     resolution: Annotated[int, typer.Option(help="frame height and width")] = 64,
     classes: Annotated[int, typer.Option(
         help="classes (each a shape and colour pair; up to 7 have distinct colours)")] = 4,
-    seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same videos")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=INT64_MAX, help="random seed; the same seed writes the same videos")] = 0,
     fps: Annotated[float, typer.Option(help="frame rate stored with the videos")] = 8.0,
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
     overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out")] = False,
