@@ -14,7 +14,7 @@ from hpdm_cli.common import INT64_MAX, Command, Group, flag, print_json, stderr,
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.data.synthetic import make_synthetic
 from hpdm_core.data.ucf101 import prepare_ucf101
-from hpdm_core.files import check_output
+from hpdm_core.files import check_free_space, check_output, lock_output, reporting_full_disk
 
 prepare_app = typer.Typer(help="Pack videos into one HDF5 dataset file.", no_args_is_help=True, cls=Group)
 
@@ -88,7 +88,12 @@ def synthetic(
 ) -> None:
     """Write procedural videos: one moving object whose shape and colour follow the class."""
     check_output(out, overwrite)
-    with _progress() as bar:
+    size = num_videos * frames * resolution ** 2 * 3  # uncompressed frames
+    if compression == "none":
+        check_free_space(out, size, "the dataset file")
+    # One writer per --out: the others exit 2 naming it, before they create anything.
+    with lock_output(out), _progress() as bar, reporting_full_disk(out, size, "the dataset file (uncompressed)"):
+        check_output(out, overwrite)  # again, under the lock: a writer that just finished made it
         task = bar.add_task("generating", total=num_videos)
         path = make_synthetic(out, num_videos, frames, resolution, classes, seed, fps, compression,
                               progress=lambda done, total: bar.update(task, completed=done, refresh=True))

@@ -98,7 +98,7 @@ def _sample(run, checkpoint, num, classes, settings, seed, out, fmt, save_levels
     from hpdm_core import distributed as dist_lib
     from hpdm_core.checkpoint import load_for_inference
     from hpdm_core.consistency import consistency_report
-    from hpdm_core.files import check_output
+    from hpdm_core.files import check_output, reporting_full_disk
     from hpdm_core.memory import check_fits, sampling_bytes
     from hpdm_core.sampling import count_tile_evaluations, generate, output_files, resolve_labels, save_samples
 
@@ -140,11 +140,12 @@ def _sample(run, checkpoint, num, classes, settings, seed, out, fmt, save_levels
     if result is None:  # not rank 0: its videos went to rank 0, which writes them
         return
 
-    files = save_samples(result, out, fmt, fps=fps, class_names=_class_names(cfg.data.path, denoiser.num_classes),
-                         save_levels=save_levels,
-                         attrs={"seed": seed, "steps": options.steps, "overlap": options.overlap,
-                                "cfg": options.guidance, "guidance_levels": options.guidance_levels,
-                                "checkpoint_step": info["step"]})
+    with reporting_full_disk(out):  # a full disk: a message naming the folder; no partial file is left
+        files = save_samples(result, out, fmt, fps=fps,
+                             class_names=_class_names(cfg.data.path, denoiser.num_classes), save_levels=save_levels,
+                             attrs={"seed": seed, "steps": options.steps, "overlap": options.overlap,
+                                    "cfg": options.guidance, "guidance_levels": options.guidance_levels,
+                                    "checkpoint_step": info["step"]})
     report = consistency_report(result.videos, result.levels, geometry.patch)
     summary = {"files": [str(f) for f in files], "num": num, "labels": result.labels.tolist(), "seed": seed,
                "steps": options.steps, "overlap": options.overlap, "cfg": options.guidance,

@@ -39,7 +39,7 @@ import h5py
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter, compression_args, frame_chunks
 from hpdm_core.data.video_io import VideoReadError, decode_video
 from hpdm_core.errors import BadInputError, HPDMError
-from hpdm_core.files import atomic_write, atomic_write_text, check_output
+from hpdm_core.files import atomic_write, atomic_write_text, check_output, lock_output, reporting_full_disk
 
 SPLITS = ("train", "test", "all")
 STAGING_FORMAT = 1
@@ -250,6 +250,15 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
     args = {"format": STAGING_FORMAT, "source": str(Path(src).expanduser().resolve()), "split": split,
             "fold": fold, "resolution": resolution, "fps": fps, "max_frames": max_frames,
             "compression": compression}
+    # One writer per output (a second exits 2 before touching OUT.tmp or OUT.parts/); a full disk is a message.
+    with lock_output(out), reporting_full_disk(out, what="the dataset file"):
+        return _prepare_locked(out, entries, class_names, args, workers, restart, overwrite, progress, start_time)
+
+
+def _prepare_locked(out: Path, entries: list[VideoEntry], class_names: list[str], args: dict, workers: int,
+                    restart: bool, overwrite: bool, progress: Progress | None, start_time: float) -> PrepareReport:
+    split, fold, resolution, compression = args["split"], args["fold"], args["resolution"], args["compression"]
+    fps, max_frames = args["fps"], args["max_frames"]
     report = PrepareReport(out)
     parts = staging_dir(out)
 
@@ -274,7 +283,7 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
             pending.append(entry)
         else:
             results[entry.name] = staged
-    report.reused = len(results)
+    report.reused = sum(not staged[3] for staged in results.values())  # videos, not failure notes
     total = len(entries)
     if progress:
         progress("decode", len(results), total)
@@ -300,7 +309,7 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
         jobs = [(entry, parts, resolution, fps, max_frames, compression != "none") for entry in pending]
         for result in _run_jobs(jobs, workers):
             results[result[0]] = result
-            report.decoded += 1
+            report.decoded += not result[3]  # a video that failed to decode was not decoded
             if progress:
                 progress("decode", len(results), total)
             pack_ready()

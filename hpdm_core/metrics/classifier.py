@@ -292,7 +292,8 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *, frames:
         "train": {"steps": steps, "batch_size": batch_size, "holdout": holdout, "seed": seed, "lr": lr,
                   "flip": flip, "train_videos": len(train)},
     }
-    atomic_save(out, lambda tmp: torch.save(checkpoint, tmp))
+    atomic_save(out, lambda tmp: torch.save(checkpoint, tmp), what="the classifier",
+                needed=sum(v.numel() * v.element_size() for v in checkpoint["state_dict"].values()))
     store.close()
     return {
         "out": str(out), "heldout_accuracy": heldout_accuracy, "train_accuracy": train_accuracy, "steps": steps,
