@@ -13,6 +13,8 @@ from typer.core import TyperCommand, TyperGroup
 stderr = Console(stderr=True)
 stdout = Console()
 
+INT64_MAX = 2 ** 63 - 1  # TOML's integers and torch's seeds hold no more: the cap of every count and seed option
+
 PLAIN_LOG_SECONDS = 30.0  # without a terminal (CI logs): a plain progress line at least this often
 
 

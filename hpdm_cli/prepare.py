@@ -10,12 +10,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.common import Command, Group, flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, Command, Group, flag, print_json, stderr, stdout
 from hpdm_core.data.folder import DEFAULT_FRAMES_FPS, prepare_folder
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.data.synthetic import make_synthetic
 from hpdm_core.data.ucf101 import prepare_ucf101
-from hpdm_core.files import check_output
+from hpdm_core.files import check_free_space, check_output, lock_output, reporting_full_disk
 
 prepare_app = typer.Typer(help="Pack videos into one HDF5 dataset file.", no_args_is_help=True, cls=Group)
 
@@ -41,11 +41,11 @@ def ucf101(
     src: Annotated[Path, typer.Argument(help="UCF-101 folder: UCF-101/<Class>/*.avi and ucfTrainTestlist/")],
     out: Annotated[Path, typer.Option("--out", "-o", help="dataset file to write (.h5)")],
     split: Annotated[str, typer.Option(help="train, test, or all (train+test: the FVD protocol)")] = "all",
-    fold: Annotated[int, typer.Option(help="official split fold: 1, 2 or 3")] = 1,
+    fold: Annotated[int, typer.Option(min=1, max=3, help="official split fold: 1, 2 or 3")] = 1,
     resolution: Annotated[int, typer.Option(help="shorter side resized to this, then centre-cropped square")] = 256,
     fps: Annotated[Optional[float], typer.Option(help="resample to this frame rate by frame index [native]")] = None,
-    max_frames: Annotated[Optional[int], typer.Option(help="keep at most this many frames per video")] = None,
-    workers: Annotated[int, typer.Option(help="decoding processes")] = max(1, min(8, os.cpu_count() or 1)),
+    max_frames: Annotated[Optional[int], typer.Option(min=1, max=INT64_MAX, help="keep at most this many frames per video")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=1024, help="decoding processes")] = max(1, min(8, os.cpu_count() or 1)),
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
     restart: Annotated[bool, flag("--restart/--no-restart", "discard an interrupted run's decoded videos")] = False,
     overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out made otherwise (a finished run with the same arguments is kept)")] = False,
@@ -165,12 +165,12 @@ def images(
 @prepare_app.command("synthetic", cls=Command)
 def synthetic(
     out: Annotated[Path, typer.Option("--out", "-o", help="dataset file to write (.h5)")],
-    num_videos: Annotated[int, typer.Option(help="number of videos")] = 256,
-    frames: Annotated[int, typer.Option(help="frames per video")] = 32,
+    num_videos: Annotated[int, typer.Option(min=1, max=INT64_MAX, help="number of videos")] = 256,
+    frames: Annotated[int, typer.Option(min=1, max=1_000_000, help="frames per video")] = 32,
     resolution: Annotated[int, typer.Option(help="frame height and width")] = 64,
     classes: Annotated[int, typer.Option(
         help="classes (each a shape and colour pair; up to 7 have distinct colours); not with --captions")] = 4,
-    seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same videos")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=INT64_MAX, help="random seed; the same seed writes the same videos")] = 0,
     fps: Annotated[float, typer.Option(help="frame rate stored with the videos")] = 8.0,
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
     captions: Annotated[bool, flag("--captions/--no-captions", "colour and shape drawn independently (classes: "
@@ -186,7 +186,12 @@ def synthetic(
 ) -> None:
     """Write procedural videos: one moving object whose shape and colour follow the class."""
     check_output(out, overwrite)
-    with _progress() as bar:
+    size = num_videos * frames * resolution ** 2 * 3  # uncompressed frames
+    if compression == "none":
+        check_free_space(out, size, "the dataset file")
+    # One writer per --out: the others exit 2 naming it, before they create anything.
+    with lock_output(out), _progress() as bar, reporting_full_disk(out, size, "the dataset file (uncompressed)"):
+        check_output(out, overwrite)  # again, under the lock: a writer that just finished made it
         task = bar.add_task("generating", total=num_videos)
         path = make_synthetic(out, num_videos, frames, resolution, classes, seed, fps, compression,
                               progress=lambda done, total: bar.update(task, completed=done, refresh=True),

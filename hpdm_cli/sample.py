@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hpdm_cli.common import PlainProgress, flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, PlainProgress, flag, print_json, stderr, stdout
 
 
 def _class_names(data_path: str, num_classes: int) -> list[str]:
@@ -26,9 +26,9 @@ def _class_names(data_path: str, num_classes: int) -> list[str]:
 def sample(
     run: Annotated[Path, typer.Option("--run", "--run-dir", help="Run folder (config.toml, checkpoints/).")],
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A checkpoint file; default: the run's latest.")] = None,
-    num: Annotated[Optional[int], typer.Option("--num", help="Number of videos [8, or one per prompt when several "
-                                               "prompts are given].")] = None,
-    classes: Annotated[Optional[list[int]], typer.Option("--class", help="Class of every sample (once) or of each sample "
+    num: Annotated[Optional[int], typer.Option("--num", max=INT64_MAX, help="Number of videos [8, or one per prompt "
+                                               "when several prompts are given].")] = None,
+    classes: Annotated[Optional[list[int]], typer.Option("--class", max=INT64_MAX, help="Class of every sample (once) or of each sample "
                                                          "(once per sample); default cycles 0..K-1.")] = None,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="Text-conditional runs: the prompt of every "
                                                         "sample (once) or of each sample (repeated).")] = None,
@@ -41,13 +41,13 @@ def sample(
                                                          "(default: the one the run was trained with).")] = None,
     overlap: Annotated[Optional[str], typer.Option("--overlap", help="Overlapped axes: none or letters of fhw "
                                                    "(default: the run's sample.overlap).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Level-0 steps N0; level l takes max(1, N0 // 2**l).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", max=INT64_MAX, help="Level-0 steps N0; level l takes max(1, N0 // 2**l).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", "--cfg", help="Classifier-free guidance weight "
                                                       "(1 = off; --cfg is its old name).")] = None,
-    guidance_levels: Annotated[Optional[int], typer.Option("--guidance-levels", help="Guide only the lowest N "
+    guidance_levels: Annotated[Optional[int], typer.Option("--guidance-levels", max=INT64_MAX, help="Guide only the lowest N "
                                                            "levels (0 = every level; default: the run's "
                                                            "sample.guidance_levels).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed; sample i always gets the same noise for a seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", max=INT64_MAX, help="Seed; sample i always gets the same noise for a seed.")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("samples.mp4"),
     overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "Replace existing output files.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="mp4, gif, h5 or npz (default: from --out's suffix).")] = None,
@@ -56,9 +56,9 @@ def sample(
                                           "(default: the run's sample.cache).")] = None,
     offload_cache: Annotated[Optional[bool], flag("--offload-cache/--no-offload-cache", "Keep the activation cache "
                                                   "on CPU (default: the run's sample.offload_cache).")] = None,
-    tile_batch: Annotated[Optional[int], typer.Option("--tile-batch", help="Patch chains per network call "
+    tile_batch: Annotated[Optional[int], typer.Option("--tile-batch", max=INT64_MAX, help="Patch chains per network call "
                                                       "(0 = from free memory).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Videos generated together.")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", max=INT64_MAX, help="Videos generated together.")] = 4,
     fps: Annotated[float, typer.Option("--fps", help="Frame rate written to mp4/gif/h5.")] = 8.0,
     raw: Annotated[bool, flag("--raw/--no-raw", "Use the raw weights instead of the EMA.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
@@ -155,13 +155,17 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
     from hpdm_core import distributed as dist_lib
     from hpdm_core.checkpoint import load_for_inference
     from hpdm_core.consistency import consistency_report
-    from hpdm_core.files import check_output
+    from hpdm_core.files import check_output, reporting_full_disk
+    from hpdm_core.memory import check_fits, sampling_bytes
     from hpdm_core.sampling import count_tile_evaluations, generate, output_files, save_samples
 
     cfg, denoiser, info = load_for_inference(run, checkpoint, use_ema=not raw, device=device)
     options = cfg.sample.replace(**settings).validate()
     condition, class_labels, prompts, text_note = _conditions(cfg, denoiser, num, device=device, **conditions)
     geometry = denoiser.geometry
+    rows = min(batch_size, num)
+    check_fits(sampling_bytes(geometry.target, rows), device, f"sampling {rows} videos of "
+               f"{'x'.join(map(str, geometry.target))} together", "lower --batch-size")
     for path in output_files(out, fmt, num, geometry.num_levels, save_levels, prompts=bool(prompts)):
         check_output(path, overwrite)
     # The bar follows rank 0's share; the other ranks stay silent.
@@ -197,11 +201,12 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
     if class_labels is not None:
         result.labels = class_labels
 
-    files = save_samples(result, out, fmt, fps=fps, class_names=_class_names(cfg.data.path, denoiser.num_classes),
-                         save_levels=save_levels,
-                         attrs={"seed": seed, "steps": options.steps, "overlap": options.overlap,
-                                "cfg": options.guidance, "guidance_levels": options.guidance_levels,
-                                "checkpoint_step": info["step"]})
+    with reporting_full_disk(out):  # a full disk: a message naming the folder; no partial file is left
+        files = save_samples(result, out, fmt, fps=fps,
+                             class_names=_class_names(cfg.data.path, denoiser.num_classes), save_levels=save_levels,
+                             attrs={"seed": seed, "steps": options.steps, "overlap": options.overlap,
+                                    "cfg": options.guidance, "guidance_levels": options.guidance_levels,
+                                    "checkpoint_step": info["step"]})
     report = consistency_report(result.videos, result.levels, geometry.patch)
     summary = {"files": [str(f) for f in files], "num": num, "labels": result.labels.tolist(), "seed": seed,
                **({"prompts": result.prompts, "text_encoder": text_note} if result.prompts else {}),

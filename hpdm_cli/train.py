@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hpdm_cli.common import PlainProgress, flag, plain_line, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, PlainProgress, flag, plain_line, print_json, stderr, stdout
 from hpdm_core.errors import BadInputError
 
 
@@ -16,10 +16,10 @@ def train(
     data: Annotated[Optional[Path], typer.Option("--data", help="Dataset file from `hpdm prepare` (required for a new run).")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="tiny, hpdm-s, hpdm-m or hpdm-l.")] = None,
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Run folder: config, checkpoints, metrics. Resumed if it exists.")] = ...,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Total steps of the run (a resumed run stops there too).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, max=INT64_MAX, help="Total steps of the run (a resumed run stops there too).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file applied over the preset.")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="section.key=value, e.g. model.fusion=shallow (repeatable).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Shortcut for --set train.batch_size=N.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, max=INT64_MAX, help="Shortcut for --set train.batch_size=N.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK).")] = "auto",
     fsdp: Annotated[bool, flag("--fsdp/--no-fsdp", "Under torchrun: shard every RIN block with FSDP2 instead of DDP.")] = False,
     json_out: Annotated[bool, flag("--json", "Print the final summary as JSON on stdout.")] = False,
@@ -45,7 +45,12 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
     from hpdm_core.config import build_config
     from hpdm_core.training import Trainer, setup_run
 
+    from hpdm_core.memory import check_fits, training_step_bytes
+
     requested = build_config(preset, config, overrides, batch_size)
+    if requested is not None:  # a new or changed batch: refused before the run folder is touched
+        check_fits(training_step_bytes(requested, env.world_size), device, f"a training step of batch "
+                   f"{requested.train.batch_size}", "lower --batch-size or raise train.accumulation")
     cfg, resumed = setup_run(run_dir, requested, data=data, steps=steps)
     trainer = Trainer(cfg, run_dir, device=device, rank=env.rank, world_size=env.world_size, fsdp=fsdp)
     start = trainer.resume()

@@ -19,7 +19,7 @@ import torch
 
 from hpdm_core import config as config_lib
 from hpdm_core.config import Config
-from hpdm_core.errors import BadInputError
+from hpdm_core.errors import BadInputError, DiskFullError
 from hpdm_core.files import atomic_save
 
 FORMAT = "hpdm-checkpoint"
@@ -50,10 +50,33 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+PER_TENSOR_BYTES = 320  # torch.save's zip record, 64-byte alignment and pickle entry of one tensor (measured)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """About the size torch.save writes for a nested state: every tensor's bytes plus its per-record overhead."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size() + PER_TENSOR_BYTES
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep_last: int = 3) -> Path:
-    """Write state to RUN/checkpoints/step_XXXXXXXX.pt via a temporary file; prune to the last N."""
+    """Write state to RUN/checkpoints/step_XXXXXXXX.pt via a temporary file; prune to the last N.
+
+    A full disk raises DiskFullError with the checkpoint's size; the earlier checkpoints stay (pruning
+    comes after a successful write), so the run resumes from the last one once there is space."""
     path = checkpoint_path(run_dir, int(state["step"]))
-    atomic_save(path, lambda tmp: torch.save({"format": FORMAT, "version": VERSION, **state}, tmp))
+    try:
+        atomic_save(path, lambda tmp: torch.save({"format": FORMAT, "version": VERSION, **state}, tmp),
+                    needed=tensor_bytes(state), what="the checkpoint")
+    except DiskFullError as err:
+        last = latest_checkpoint(run_dir)
+        kept = f"; the run resumes from {last.name}" if last is not None else ""
+        raise DiskFullError(f"{err}{kept}") from None
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
             old.unlink(missing_ok=True)

@@ -378,9 +378,15 @@ def _check_types(section: Any, name: str) -> None:
                                 f"got {value!r}")
         elif isinstance(want, float):
             value = float(value)
+        if any(_is(v, int) and abs(v) > INT64_MAX for v in (value if isinstance(value, list) else [value])):
+            raise BadInputError(f"{key} must lie within TOML's 64-bit integer range (|value| <= {INT64_MAX}), "
+                                f"got {value!r}")
         if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
             raise BadInputError(f"{key} must be a finite number, got {value!r}")
         setattr(section, f.name, value)
+
+
+INT64_MAX = 2 ** 63 - 1  # the largest integer TOML (and so config.toml) can hold
 
 
 def _is(value: Any, kind: type) -> bool:

@@ -22,6 +22,14 @@ class MissingResourceError(HPDMError):
     exit_code = 3
 
 
+class DiskFullError(HPDMError):
+    """A write ran out of disk space; the message names the folder and the space the file needs.
+
+    Files are written to a temporary name first, so every earlier file (checkpoint, dataset) is intact."""
+
+    exit_code = 1
+
+
 class TrainingDivergedError(HPDMError):
     """A non-finite loss; the last good checkpoint is kept."""
 

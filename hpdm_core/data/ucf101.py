@@ -43,7 +43,7 @@ import h5py
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter, compression_args, frame_chunks
 from hpdm_core.data.video_io import DecodedVideo, VideoReadError, decode_video
 from hpdm_core.errors import BadInputError, HPDMError
-from hpdm_core.files import atomic_write, atomic_write_text, check_output
+from hpdm_core.files import atomic_write, atomic_write_text, check_output, lock_output, reporting_full_disk
 
 SPLITS = ("train", "test", "all")
 STAGING_FORMAT = 1
@@ -292,8 +292,17 @@ def stage_and_pack(entries: list[VideoEntry], class_names: list[str], out: Path,
 
     `args`: everything the result depends on (recorded in the file; a rerun with the same args resumes
     or finds the file up to date). `attrs`: split, fold, source and any other file attributes.
-    Entries with equal names must not occur (each has its own part)."""
+    Entries with equal names must not occur (each has its own part).
+
+    One writer per output: a second exits 2 before touching OUT.tmp or OUT.parts/; a full disk is a message."""
     start_time = time.perf_counter() if start_time is None else start_time
+    with lock_output(out), reporting_full_disk(out, what="the dataset file"):
+        return _stage_and_pack_locked(entries, class_names, out, args, resolution, fps, max_frames, workers,
+                                      compression, restart, progress, overwrite, attrs, decode, start_time)
+
+
+def _stage_and_pack_locked(entries, class_names, out, args, resolution, fps, max_frames, workers, compression,
+                           restart, progress, overwrite, attrs, decode, start_time) -> PrepareReport:
     report = PrepareReport(out)
     parts = staging_dir(out)
 
@@ -318,7 +327,7 @@ def stage_and_pack(entries: list[VideoEntry], class_names: list[str], out: Path,
             pending.append(entry)
         else:
             results[entry.name] = staged
-    report.reused = len(results)
+    report.reused = sum(not staged[3] for staged in results.values())  # videos, not failure notes
     total = len(entries)
     if progress:
         progress("decode", len(results), total)
@@ -345,7 +354,7 @@ def stage_and_pack(entries: list[VideoEntry], class_names: list[str], out: Path,
         jobs = [(entry, parts, resolution, fps, max_frames, compression != "none", decode) for entry in pending]
         for result in _run_jobs(jobs, workers):
             results[result[0]] = result
-            report.decoded += 1
+            report.decoded += not result[3]  # a video that failed to decode was not decoded
             if progress:
                 progress("decode", len(results), total)
             pack_ready()

@@ -26,6 +26,7 @@ from hpdm_core.data.h5store import VideoStore, dataset_fingerprint, fingerprint_
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.files import atomic_save
 from hpdm_core.metrics.clips import fake_clips
+from hpdm_core.memory import FLOAT, check_fits
 from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
 from hpdm_core.precision import autocast
 from hpdm_core.seeding import derive_seed
@@ -243,6 +244,9 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *, frames:
         raise BadInputError(f"{store.path}: no labelled video with at least {frames} frames to train a classifier on")
     num_classes = max(len(class_names), int(labels.max()) + 1)
     resolution = _resolution_for(store, resolution)
+    # A batch's clips (float32) and the first stage's activations (width channels, full size) at least.
+    check_fits(batch_size * frames * resolution ** 2 * (3 + width) * FLOAT, device,
+               f"a classifier batch of {batch_size} clips", "lower --batch-size")
     candidates = np.flatnonzero(eligible)
     heldout = candidates[heldout_split(labels[candidates], store.groups[candidates], holdout, seed)]
     train = np.setdiff1d(candidates, heldout)
@@ -289,7 +293,8 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *, frames:
         "train": {"steps": steps, "batch_size": batch_size, "holdout": holdout, "seed": seed, "lr": lr,
                   "flip": flip, "train_videos": len(train)},
     }
-    atomic_save(out, lambda tmp: torch.save(checkpoint, tmp))
+    atomic_save(out, lambda tmp: torch.save(checkpoint, tmp), what="the classifier",
+                needed=sum(v.numel() * v.element_size() for v in checkpoint["state_dict"].values()))
     store.close()
     return {
         "out": str(out), "heldout_accuracy": heldout_accuracy, "train_accuracy": train_accuracy, "steps": steps,

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from hpdm_core import distributed as dist_lib
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError
+from hpdm_core.memory import check_fits, fvd_batch_bytes
 from hpdm_core.metrics.classifier import classifier_evaluation
 from hpdm_core.metrics.clips import RealClipChoice, choose_real_clips, fake_clips, read_real_clips, required_length
 from hpdm_core.metrics.detectors import (load_c3d, load_i3d, missing_c3d, missing_i3d, random_i3d_detector,
@@ -68,6 +69,7 @@ from hpdm_core.metrics.frechet import FeatureStats, cache_file, fid_from_stats, 
 from hpdm_core.metrics.i3d import StyleGANVI3D
 from hpdm_core.metrics.inception_score import IS_SPLITS, inception_score
 
+SEED_MAX = 2 ** 63 - 1  # torch.manual_seed takes a signed 64-bit integer
 CACHE_VERSION = 2  # 2: real clips are the first videos by name, one clip each
 Progress = Callable[[str, int, int], None]
 
@@ -257,6 +259,10 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         raise BadInputError(f"--resolution must be at least 8 pixels, got {resolution}")
     if seed < 0 or batch_size < 1:
         raise BadInputError(f"need --seed >= 0 and --batch-size >= 1 (got {seed}, {batch_size})")
+    if random_i3d_seed is not None and not 0 <= random_i3d_seed <= SEED_MAX:
+        raise BadInputError(f"--random-i3d is a seed in 0..{SEED_MAX}, got {random_i3d_seed}")
+    check_fits(fvd_batch_bytes(batch_size, frames), device, f"an FVD batch of {batch_size} clips of {frames} frames",
+               "lower --batch-size")
     notes: list[str] = []
     if i3d is None and random_i3d_seed is None and (classifier_path is None or c3d is not None):
         raise missing_i3d("(none given)")
