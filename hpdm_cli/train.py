@@ -20,6 +20,8 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file applied over the preset.")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="section.key=value, e.g. model.fusion=shallow (repeatable).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, max=INT64_MAX, help="Shortcut for --set train.batch_size=N.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start a NEW run from this run folder's (or checkpoint's) EMA weights: more levels, another patch size; the other settings as there.")] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Image file (`hpdm prepare images`) mixed into every step as still videos: train.image_batch_size rows.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK).")] = "auto",
     fsdp: Annotated[bool, flag("--fsdp/--no-fsdp", "Under torchrun: shard every RIN block with FSDP2 instead of DDP.")] = False,
     json_out: Annotated[bool, flag("--json", "Print the final summary as JSON on stdout.")] = False,
@@ -36,22 +38,29 @@ def train(
         raise BadInputError("--fsdp shards the model over processes: launch with torchrun --nproc_per_node=N")
     try:
         with dist_lib.process_group(device) as (env, run_device):
-            _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env)
+            _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env,
+                   init_from, images)
     finally:
         unlock_run_dir(run_dir)  # taken by setup_run on rank 0; the OS drops it anyway when the process ends
 
 
-def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, fsdp, json_out, env) -> None:
+def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, fsdp, json_out, env,
+           init_from=None, images=None) -> None:
     from hpdm_core.config import build_config
     from hpdm_core.training import Trainer, setup_run
 
     from hpdm_core.memory import check_fits, training_step_bytes
 
+    if init_from is not None:
+        if preset is None and config is None:
+            raise BadInputError("--init-from starts a new run: give its config with --preset NAME or --config FILE "
+                                "(e.g. the source's preset, with more levels)")
+        overrides = [*(overrides or []), f"train.init_from={init_from}"]
     requested = build_config(preset, config, overrides, batch_size)
     if requested is not None:  # a new or changed batch: refused before the run folder is touched
         check_fits(training_step_bytes(requested, env.world_size), device, f"a training step of batch "
                    f"{requested.train.batch_size}", "lower --batch-size or raise train.accumulation")
-    cfg, resumed = setup_run(run_dir, requested, data=data, steps=steps)
+    cfg, resumed = setup_run(run_dir, requested, data=data, steps=steps, images=images)
     trainer = Trainer(cfg, run_dir, device=device, rank=env.rank, world_size=env.world_size, fsdp=fsdp)
     start = trainer.resume()
     if not env.is_main:  # the other ranks train silently
@@ -65,6 +74,11 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
     clips = trainer.open_data()
     skipped = f" ({clips.skipped} too short for a clip, left out)" if clips.skipped else ""
     stderr.print(f"data {cfg.data.path}: {len(clips)} videos{skipped}")
+    if t.image_batch_size:
+        stderr.print(f"images {cfg.data.image_path}: {len(trainer.open_image_data())} still images, "
+                     f"{t.image_batch_size} rows per step beside {t.batch_size} video rows")
+    if trainer.init_report is not None:
+        _print_init_report(trainer.init_report, run_dir)
     for note in trainer.resume_notes:
         stderr.print(f"[yellow]warning:[/] {note}")
     if resumed and start:
@@ -101,3 +115,19 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
         print_json(summary)
     else:
         stdout.print(f"trained to step {final}/{t.steps}; checkpoint {summary['checkpoint']}")
+
+
+def _print_init_report(report: dict, run_dir: Path) -> None:
+    """Where each tensor of the new run came from (init_from.json in the run folder has every tensor)."""
+    from rich.table import Table
+
+    from hpdm_core.init_from import REPORT_NAME, summary_rows
+
+    stderr.print(f"init from {report['source']} (step {report['source_step']}, {report['source_levels']} level(s) of "
+                 f"{'x'.join(map(str, report['source_patch']))} patches) -> {report['levels']} level(s) of "
+                 f"{'x'.join(map(str, report['patch']))} patches; optimizer and EMA restart")
+    table = Table("tensors", "count", "parameters", "initial value", box=None, pad_edge=False)
+    for label, count, size, status in summary_rows(report):
+        table.add_row(label, str(count), f"{size:,}", status)
+    stderr.print(table)
+    stderr.print(f"(every tensor: {Path(run_dir) / REPORT_NAME})")

@@ -29,6 +29,7 @@ FUSIONS = ("deep", "shallow", "none")
 CONDITIONINGS = ("class", "text")
 TRUST_RATIOS = ("decayed", "all")
 INITS = ("glorot", "vit")
+NEW_LEVELS = ("top", "fresh")  # train.init_new_levels
 
 
 @dataclass
@@ -45,6 +46,11 @@ class ModelConfig:
     head_dim: int = 64
     mlp_ratio: float = 4.0
     fourier_features: int = 32  # per coordinate axis, for the tokens' global positions
+    # Highest frequency (cycles per video extent) of those features. A fixed number rather than one
+    # derived from the target, so that a 1-level base and the deeper pyramid fine-tuned from it see the
+    # same features for the same place in the video (hpdm_core.init_from). 0 = the rule of runs made
+    # before the key existed: half the finest level's tokens per axis (`coord_frequency`).
+    coord_max_frequency: float = 0.0
     levels_per_block: list[int] = field(default_factory=lambda: [1, 1, 2, 2, 3, 3])
     adaptive_computation: bool = True  # false: every block processes every level ([num_levels] * num_blocks)
     fusion: str = "deep"  # deep | shallow | none
@@ -77,6 +83,15 @@ class ModelConfig:
         """Full-video resolution R = r * 2**L per axis."""
         return [p * 2 ** (self.num_levels - 1) for p in self.patch]
 
+    @property
+    def coord_frequency(self) -> float:
+        """The coordinate features' highest frequency: coord_max_frequency, or for 0 (old run folders)
+        the Nyquist rate of the finest level's token grid, max(target // token) / 2, at least 0.5."""
+        if self.coord_max_frequency > 0:
+            return float(self.coord_max_frequency)
+        finest = max(r // t for r, t in zip(self.target, self.token))
+        return max(0.5, finest / 2)
+
 
 @dataclass
 class DiffusionConfig:
@@ -93,6 +108,10 @@ class DiffusionConfig:
 @dataclass
 class DataConfig:
     path: str = ""
+    # Still images mixed into every step as still videos (`hpdm train --images`): a dataset file of
+    # 1-frame entries (attrs kind="images"); "" = videos only. image_fingerprint: set by the run.
+    image_path: str = ""
+    image_fingerprint: str = ""
     frame_stride: int = 1
     flip: bool = True
     num_workers: int = 2
@@ -107,6 +126,8 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 768
+    # Still-image rows per step beside the batch_size video rows (data.image_path); 0 = none.
+    image_batch_size: int = 0
     lr: float = 5e-3
     weight_decay: float = 0.01
     # LAMB's layer adaptation: "decayed" = the weight matrices only (BERT's reference LAMB; the other
@@ -124,6 +145,11 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     bf16: bool = True  # autocast on CUDA only
+    # `hpdm train --init-from`: the checkpoint whose EMA weights started this run ("" = fresh weights),
+    # and how levels the source lacks start: "top" (a copy of its highest level's latents and level
+    # embedding) or "fresh" (initialised as a new run would). See hpdm_core.init_from.
+    init_from: str = ""
+    init_new_levels: str = "top"
 
 
 @dataclass
@@ -183,6 +209,9 @@ def _paper(latent_dim: int, steps: int) -> Config:
     """HPDM-S/M/L of the paper's Table 7 (UCF-101, 16x64x64 patches, 64x256x256 target)."""
     cfg = Config()
     cfg.model.latent_dim = latent_dim
+    # The value the target rule gave these presets (64x256x256 target, 1x4x4 tokens: 64 / 2), fixed so
+    # that a 1-level base of the same patches shares its coordinate features.
+    cfg.model.coord_max_frequency = 32.0
     # The paper gives neither the per-block depth nor the MLP width. 4 latent layers per block (RIN's
     # choice) with 8x MLPs lands within 7 % of its 178M/321M/725M. With 4x MLPs no depth gets all
     # three within 15 %: the paper's counts imply a larger part that does not grow with the latent
@@ -211,6 +240,8 @@ def _tiny() -> Config:
     # Four classes, one colour each: the synthetic set gives class k the colour k mod 7 and the shape
     # k mod 6, so 8 classes put two shapes in red, which a 600-step model does not resolve.
     m.num_classes = 4
+    # The target rule's value for 32x64x64 (32 / 2), fixed so that tiny-base shares the features.
+    m.coord_max_frequency = 16.0
     # Noisier training draws than EDM's images (median sigma 1 at level 0 instead of 0.3; the level
     # shift still doubles it per level). Level 0 of this preset is a whole 8x16x16 clip in which the
     # object covers hundreds of pixel values: at EDM's P_mean its colour reads through the noise in
@@ -253,7 +284,7 @@ def _hpdm_t2v() -> Config:
     m.patch, m.token, m.num_levels = [8, 36, 64], [1, 3, 4], 4
     m.levels_per_block = [1, 2, 2, 3, 3, 4]
     m.conditioning, m.text_dim = "text", 1024  # T5-11B's d_model
-    cfg.train.batch_size, cfg.train.warmup_steps = 4096, 5_000
+    cfg.train.batch_size, cfg.train.image_batch_size, cfg.train.warmup_steps = 4096, 4096, 5_000
     return cfg
 
 
@@ -265,10 +296,20 @@ def _tiny_t2v() -> Config:
     return cfg
 
 
+def _tiny_base() -> Config:
+    """The base stage of tiny's scale-up path (the paper's low-resolution stage, examples/ucf101_recipe.md):
+    one level at the patch's resolution (8x16x16: the synthetic videos area-downsampled to it). Fine-tune
+    the full pyramid from it with `hpdm train --preset tiny --init-from BASE_RUN`."""
+    cfg = _tiny()
+    cfg.model.num_levels, cfg.model.levels_per_block = 1, [1] * cfg.model.num_blocks
+    return cfg
+
+
 PRESETS = {
     "tiny": _tiny,
     "tiny-t2v": _tiny_t2v,
     "hpdm-t2v": _hpdm_t2v,
+    "tiny-base": _tiny_base,
     "hpdm-s": lambda: _paper(256, 40_000),
     "hpdm-m": lambda: _paper(512, 40_000),
     "hpdm-l": lambda: _paper(1024, 65_000),
@@ -454,6 +495,9 @@ def validate(cfg: Config) -> None:
     if m.latent_dim % m.head_dim or m.interface_dim % m.head_dim:
         raise BadInputError(f"model.head_dim {m.head_dim} must divide latent_dim {m.latent_dim} "
                             f"and interface_dim {m.interface_dim}")
+    if m.coord_max_frequency < 0:
+        raise BadInputError(f"model.coord_max_frequency must be at least 0 (0: derived from the target), "
+                            f"got {m.coord_max_frequency}")
     if not 0 <= m.context_grad_scale <= 1:
         raise BadInputError(f"model.context_grad_scale must lie in [0, 1], got {m.context_grad_scale}")
     d = cfg.diffusion
@@ -468,11 +512,26 @@ def validate(cfg: Config) -> None:
         raise BadInputError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
     if not 0 <= t.ema_decay <= 1:
         raise BadInputError(f"train.ema_decay must lie in [0, 1], got {t.ema_decay}")
+    if t.init_new_levels not in NEW_LEVELS:
+        raise BadInputError(f"train.init_new_levels {t.init_new_levels!r}: choose one of {', '.join(NEW_LEVELS)}")
+    if t.image_batch_size < 0:
+        raise BadInputError(f"train.image_batch_size must be at least 0, got {t.image_batch_size}")
     if t.trust_ratio not in TRUST_RATIOS:
         raise BadInputError(f"train.trust_ratio {t.trust_ratio!r}: choose one of {', '.join(TRUST_RATIOS)}")
     if t.batch_size < 1 or t.accumulation < 1 or t.batch_size % t.accumulation:
         raise BadInputError("train.batch_size must be a positive multiple of train.accumulation")
     validate_sample(cfg.sample)
+
+
+def validate_images(cfg: Config) -> None:
+    """An image file and image rows come together. Apart from validate: the file (like the videos) may be
+    given after the config is composed (`hpdm train --images`)."""
+    if cfg.data.image_path and not cfg.train.image_batch_size:
+        raise BadInputError(f"data.image_path {cfg.data.image_path} is set but train.image_batch_size is 0: say how "
+                            "many image rows each step takes, e.g. --set train.image_batch_size=4")
+    if cfg.train.image_batch_size and not cfg.data.image_path:
+        raise BadInputError(f"train.image_batch_size {cfg.train.image_batch_size} needs an image file: pass --images "
+                            "FILE.h5 (or set data.image_path)")
 
 
 def validate_sample(sample: SampleConfig) -> None:
@@ -493,8 +552,8 @@ def validate_sample(sample: SampleConfig) -> None:
 
 # Settings that change nothing about the optimisation: a resumed run may change them freely.
 RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
-                "data.path", "data.num_workers", "data.fingerprint", "data.text_encoder", "data.text_fingerprint",
-                "data.text_max_tokens"}
+                "data.path", "data.num_workers", "data.fingerprint", "data.image_path", "data.image_fingerprint",
+                "data.text_encoder", "data.text_fingerprint", "data.text_max_tokens"}
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -84,8 +84,10 @@ class Denoiser(nn.Module):
         self.geometry = model.geometry
 
     def forward(self, x_noisy: torch.Tensor, sigma: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
-                context: ContextCache | None = None, clean: torch.Tensor | None = None) -> torch.Tensor:
-        """The denoised chain like x_noisy; given the `clean` chain (training), its per-level loss [n] instead.
+                context: ContextCache | None = None, clean: torch.Tensor | None = None,
+                per_row: bool = False) -> torch.Tensor:
+        """The denoised chain like x_noisy; given the `clean` chain (training), its per-level loss [n] instead
+        (with per_row, per row and level [B, n]: a mixed batch reports its image and video rows apart).
 
         The loss goes through forward (nanoGPT's `forward(idx, targets)`) so that DDP, which wraps the
         denoiser, sees the training call and all-reduces its gradients.
@@ -97,7 +99,7 @@ class Denoiser(nn.Module):
             return c_skip * x_noisy + c_out * out
         # EDM's loss weight lambda = 1 / c_out^2 makes it the unit-weight MSE of F against the v-target.
         target = (clean - c_skip * x_noisy) / c_out
-        return (out - target).square().mean(dim=(0, 2, 3, 4, 5))
+        return (out - target).square().mean(dim=(2, 3, 4, 5) if per_row else (0, 2, 3, 4, 5))
 
     def loss(self, clean: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, offsets: torch.Tensor,
              labels: torch.Tensor) -> torch.Tensor:
@@ -152,8 +154,9 @@ def draw_corruption(patches: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
 
 
 def hierarchy_loss(denoiser: nn.Module, patches: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
-                   generator: torch.Generator | list[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Joint denoising loss of a patch chain [B, n, C, f, h, w]: (mean over levels, per-level losses [n] detached).
+                   generator: torch.Generator | list[torch.Generator] | None = None, per_row: bool = False):
+    """Joint denoising loss of a patch chain [B, n, C, f, h, w]: (mean over levels, per-level losses [n] detached),
+    with per_row also the per-row, per-level losses [B, n] detached (their mean is the loss).
 
     `denoiser`: a Denoiser, or one behind DDP; `generator`: one for the batch, or one per sample (see
     draw_corruption).
@@ -161,5 +164,10 @@ def hierarchy_loss(denoiser: nn.Module, patches: torch.Tensor, offsets: torch.Te
     inner = unwrap(denoiser)
     sigma, noise, labels = draw_corruption(patches, labels, inner.cfg, inner.num_classes, generator)
     # Through the (possibly DDP-wrapped) forward, not Denoiser.loss: DDP only sees forward calls.
-    per_level = denoiser(patches + _per_pixel(sigma) * noise, sigma, offsets, labels, clean=patches)
+    noisy = patches + _per_pixel(sigma) * noise
+    if per_row:
+        rows = denoiser(noisy, sigma, offsets, labels, clean=patches, per_row=True)
+        per_level = rows.mean(0)
+        return per_level.mean(), per_level.detach(), rows.detach()
+    per_level = denoiser(noisy, sigma, offsets, labels, clean=patches)
     return per_level.mean(), per_level.detach()

@@ -39,8 +39,9 @@ from hpdm_core import conditioning
 from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
 from hpdm_core import files
+from hpdm_core import init_from as init_from_lib
 from hpdm_core.config import Config, config_conflicts
-from hpdm_core.data.batches import StepBatches, check_data, open_clips
+from hpdm_core.data.batches import StepBatches, check_data, check_images, open_clips, open_images
 from hpdm_core.data.h5store import VideoStore, fingerprint_matches
 from hpdm_core.diffusion import build_denoiser, hierarchy_loss
 from hpdm_core.errors import BadInputError, HPDMError, TrainingDivergedError
@@ -57,12 +58,16 @@ PROBE_ROWS = 32  # real chains in the fixed label-gap batch
 # ----------------------------------------------------------------------------- run folder
 
 def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | None = None,
-              steps: int | None = None) -> tuple[Config, bool]:
+              steps: int | None = None, images: str | Path | None = None) -> tuple[Config, bool]:
     """Create or reopen a run folder; returns (config, resumed).
 
     A new run saves `requested` as RUN/config.toml. An existing one uses its saved config; a
     `requested` config that differs from it on anything but runtime settings is refused. `steps`
-    (the run's total) and `data` may change on resume.
+    (the run's total), `data` and `images` (data.image_path) may change on resume.
+
+    A new run with train.init_from (`hpdm train --init-from`) records the source's checkpoint file there
+    and is checked against it before anything is written; a run folder that already has a checkpoint
+    refuses --init-from (its weights come from that checkpoint).
 
     Under torchrun every rank calls it: rank 0 alone reads and writes the folder (and holds its lock),
     the others receive its outcome, or its error.
@@ -70,7 +75,7 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
     outcome = None
     if dist_lib.is_main():
         try:
-            outcome = _setup_run(run_dir, requested, data, steps)
+            outcome = _setup_run(run_dir, requested, data, steps, images)
         except HPDMError as err:
             outcome = err
     outcome = dist_lib.broadcast_object(outcome)
@@ -79,7 +84,7 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
     return outcome
 
 
-def _setup_run(run_dir, requested, data, steps) -> tuple[Config, bool]:
+def _setup_run(run_dir, requested, data, steps, images=None) -> tuple[Config, bool]:
     run_dir = files.check_folder(run_dir)
     if steps is not None and steps < 1:
         raise BadInputError("--steps must be at least 1 (it is the run's total step count)")
@@ -90,7 +95,12 @@ def _setup_run(run_dir, requested, data, steps) -> tuple[Config, bool]:
     resumed = config_path.is_file() and (requested is None or ckpt.latest_checkpoint(run_dir) is not None)
     if resumed:
         cfg = ckpt.load_run_config(run_dir)
+        if requested is not None and requested.train.init_from:
+            raise BadInputError(f"{run_dir} already holds a run with a checkpoint, whose weights it resumes from: "
+                                "drop --init-from to resume it, or start the fine-tune in a new --run-dir")
         if requested is not None:
+            requested = copy.deepcopy(requested)  # a resume need not repeat where the run started from
+            requested.train.init_from, requested.train.init_new_levels = cfg.train.init_from, cfg.train.init_new_levels
             if config_conflicts(cfg, requested):
                 raise BadInputError(f"{run_dir} already holds a run with a different config: "
                                     f"{config_lib.describe_conflicts(cfg, requested)}. "
@@ -99,14 +109,21 @@ def _setup_run(run_dir, requested, data, steps) -> tuple[Config, bool]:
         if requested is None:
             raise BadInputError(f"{run_dir} holds no run yet: start one with --preset NAME or --config FILE")
         cfg = copy.deepcopy(requested)
-        cfg.data.fingerprint = ""
+        cfg.data.fingerprint = cfg.data.image_fingerprint = ""
+        if cfg.train.init_from:  # refuse an incompatible source before the folder is written
+            source = init_from_lib.load_source(cfg.train.init_from)
+            init_from_lib.check_compatible(source.cfg, cfg, source.path)
+            cfg.train.init_from = str(source.path)
     if data is not None:
         cfg.data.path = str(data)
+    if images is not None:
+        cfg.data.image_path = str(images)
     if steps is not None:
         cfg.train.steps = int(steps)
     if not cfg.data.path:
         raise BadInputError("no dataset: pass --data FILE.h5 (make one with `hpdm prepare`)")
     cfg.validate()
+    config_lib.validate_images(cfg)
     fingerprint = check_data(cfg)
     # A run folder from before content fingerprints holds the structural one: accepted, then upgraded.
     if cfg.data.fingerprint and not fingerprint_matches(cfg.data.fingerprint, VideoStore(cfg.data.path),
@@ -117,6 +134,12 @@ def _setup_run(run_dir, requested, data, steps) -> tuple[Config, bool]:
     cfg.data.fingerprint = fingerprint
     if cfg.model.conditioning == "text":
         _record_text_encoder(cfg, run_dir)
+    if cfg.data.image_path:
+        image_fingerprint = check_images(cfg)
+        if cfg.data.image_fingerprint and image_fingerprint != cfg.data.image_fingerprint:
+            raise BadInputError(f"{cfg.data.image_path} is not the image file {run_dir} was trained with; pass the "
+                                "original file with --images, or start a new --run-dir")
+        cfg.data.image_fingerprint = image_fingerprint
     files.lock_run_dir(run_dir)  # creates the folder; only now, when everything checked out
     config_lib.save(cfg, config_path)
     return cfg, resumed
@@ -146,12 +169,14 @@ class StepResult:
     grad_norm: float
     lr: float
     updates: dict[str, float] = field(default_factory=dict)
+    kinds: dict[str, float] = field(default_factory=dict)  # loss_videos, loss_images (mixed runs)
 
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, device: str | torch.device = "auto", rank: int = 0,
                  world_size: int = 1, tensorboard: bool = True, fsdp: bool = False):
         cfg.validate()
+        config_lib.validate_images(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = dist_lib.resolve_device(device) if isinstance(device, str) else device
         self.rank, self.world_size, self.fsdp = rank, world_size, fsdp
@@ -163,10 +188,22 @@ class Trainer:
             raise BadInputError(f"train.batch_size {t.batch_size} must be a multiple of world size x "
                                 f"train.accumulation = {world_size * t.accumulation}")
         self.local_batch = t.batch_size // world_size
+        if t.image_batch_size % (world_size * t.accumulation):
+            raise BadInputError(f"train.image_batch_size {t.image_batch_size} must be a multiple of world size x "
+                                f"train.accumulation = {world_size * t.accumulation}")
+        self.local_images = t.image_batch_size // world_size
         self.geometry = PatchGeometry.from_config(cfg.model)
 
         torch.manual_seed(derive_seed(t.seed, 0, -1))  # same initial weights on every rank
-        self.raw_model = build_denoiser(cfg).to(self.device)
+        self.raw_model = build_denoiser(cfg)
+        # A new run with train.init_from starts from that checkpoint's EMA weights (every rank alike);
+        # a resumed one takes its weights from its own checkpoint.
+        self.init_report = None
+        if t.init_from and ckpt.latest_checkpoint(self.run_dir) is None:
+            self.init_report = init_from_lib.initialise(self.raw_model, cfg)
+            if rank == 0:
+                init_from_lib.write_report(self.run_dir, self.init_report)
+        self.raw_model.to(self.device)
         self.ema = EMA(self.raw_model, t.ema_decay)  # before wrapping: a plain copy
         self.model = self.wrap_model(self.raw_model)
         groups = decay_groups(self.raw_model, t.weight_decay, adapt_all=t.trust_ratio == "all")
@@ -176,7 +213,7 @@ class Trainer:
         self.step, self.samples_seen = 0, 0
         self.last_checkpoint: Path | None = None
         self.resume_notes: list[str] = []
-        self.clips = None  # opened lazily: building a Trainer for a checkpoint needs no data file
+        self.clips = self.images = None  # opened lazily: building a Trainer for a checkpoint needs no data file
         self._probe: ProbeBatch | None | bool = False  # False: not drawn yet; None: the data has no labels
 
     # -- distributed training
@@ -202,8 +239,15 @@ class Trainer:
 
     @property
     def rows(self) -> range:
-        """This rank's rows of the global batch."""
+        """This rank's video rows of the global batch."""
         return range(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
+
+    @property
+    def image_rows(self) -> range:
+        """This rank's still-image rows: the global batch numbers them after its train.batch_size video
+        rows, so each keeps its (seed, step, row) draws whatever the number of ranks."""
+        first = self.cfg.train.batch_size + self.rank * self.local_images
+        return range(first, first + self.local_images)
 
     # -- sizes
     @property
@@ -276,23 +320,29 @@ class Trainer:
             self.clips = open_clips(self.cfg)
         return self.clips
 
+    def open_image_data(self):
+        if self.images is None and self.cfg.train.image_batch_size:
+            self.images = open_images(self.cfg)
+        return self.images
+
     def batches(self, start: int, end: int):
         self.open_data()
         t = self.cfg.train
         steps = StepBatches(self.clips, self.geometry, self.rows, t.seed, end, null_class=self.cfg.model.num_classes,
-                            text=self.text_embeddings())
+                            text=self.text_embeddings(), images=self.open_image_data(), image_rows=self.image_rows,
+                            image_text=self.text_embeddings(self.cfg.data.image_path) if self.image_rows else None)
         workers = self.cfg.data.num_workers
         return DataLoader(steps, batch_size=None, sampler=range(start, end), num_workers=workers,
                           pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
                           persistent_workers=False)
 
-    def text_embeddings(self):
-        """The data file's text embeddings for a text-conditional run (None for classes)."""
+    def text_embeddings(self, path: str | None = None):
+        """The text embeddings of the data file (or of `path`) for a text-conditional run (None for classes)."""
         if self.cfg.model.conditioning != "text":
             return None
         from hpdm_core.text.store import TextEmbeddings
 
-        return TextEmbeddings(self.cfg.data.path)
+        return TextEmbeddings(path or self.cfg.data.path)
 
     # -- what the run is learning
     def probe_batch(self) -> ProbeBatch | None:
@@ -317,8 +367,9 @@ class Trainer:
     def autocast(self):
         return autocast(self.device, self.cfg.train.bf16)
 
-    def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator]):
-        return hierarchy_loss(self.model, patches, offsets, labels, noise)
+    def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator], per_row: bool = False):
+        """(loss, per-level losses); with per_row also the per-row, per-level losses [B, n]."""
+        return hierarchy_loss(self.model, patches, offsets, labels, noise, per_row=per_row)
 
     def train_step(self, batch: dict[str, torch.Tensor], measure_updates: bool = False) -> StepResult:
         """One optimizer step; with measure_updates, StepResult.updates holds ||delta w|| / ||w|| per group."""
@@ -326,22 +377,38 @@ class Trainer:
         lr = self.schedule.apply()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        noise = [generator(t.seed, self.step, row, NOISE_STREAM, device=self.device) for row in self.rows]
+        rows = [*self.rows, *self.image_rows]  # the batch's rows: videos, then still images
+        noise = [generator(t.seed, self.step, row, NOISE_STREAM, device=self.device) for row in rows]
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        micro = self.local_batch // t.accumulation
+        mixed = "still" in batch
+        micro = len(rows) // t.accumulation
         loss_sum, level_sum = 0.0, 0.0
+        kind_sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # video sum, count, image sum, count
         for i in range(t.accumulation):
             part = {k: v[i * micro:(i + 1) * micro] for k, v in batch.items()}
             with self.accumulation_context(i == t.accumulation - 1), self.autocast():
-                loss, per_level = self.compute_loss(part["patches"], part["offsets"], conditioning.from_batch(part),
-                                                    noise[i * micro:(i + 1) * micro])
+                args = (part["patches"], part["offsets"], conditioning.from_batch(part), noise[i * micro:(i + 1) * micro])
+                if mixed:
+                    loss, per_level, per_row = self.compute_loss(*args, per_row=True)
+                else:
+                    loss, per_level = self.compute_loss(*args)
             # Equal micro-batches: the mean of their means is the full batch's mean loss.
             (loss / t.accumulation).backward()
             loss_sum = loss_sum + loss.detach().float() / t.accumulation
             level_sum = level_sum + per_level.detach().float() / t.accumulation
+            if mixed:
+                row_loss, still = per_row.double().mean(1), part["still"]
+                kind_sums += torch.stack([row_loss[~still].sum(), (~still).sum().double(), row_loss[still].sum(),
+                                          still.sum().double()])
         if self.world_size > 1:  # the global batch's loss (equal shards: the mean of the ranks' means)
             both = dist_lib.all_reduce_mean(torch.cat([torch.as_tensor(loss_sum).reshape(1), level_sum]).double())
             loss_sum, level_sum = both[0], both[1:]
+            if mixed:
+                kind_sums = dist_lib.all_reduce_sum(kind_sums)
+        kinds = {}
+        if mixed:  # the loss of the video rows and of the image rows apart (metrics.jsonl)
+            sums = kind_sums.tolist()
+            kinds = {"loss_videos": sums[0] / max(sums[1], 1), "loss_images": sums[2] / max(sums[3], 1)}
         loss_value = float(loss_sum)
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.raw_model.parameters() if p.requires_grad],
                                                    t.grad_clip if t.grad_clip > 0 else math.inf)
@@ -360,7 +427,7 @@ class Trainer:
         self.step += 1
         self.samples_seen += t.batch_size
         return StepResult(loss_value, [float(v) for v in level_sum], grad_norm, lr,
-                          sizes.report() if sizes is not None else {})
+                          sizes.report() if sizes is not None else {}, kinds)
 
     # -- the loop
     def fit(self, stop_at: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None) -> int:
@@ -387,7 +454,7 @@ class Trainer:
                     steps_per_s = (self.step - last_step) / max(now - last_time, 1e-9)
                     last_time, last_step = now, self.step
                     metrics = {"step": self.step, "loss": result.loss,
-                               **{f"loss_level_{i}": v for i, v in enumerate(result.per_level)},
+                               **{f"loss_level_{i}": v for i, v in enumerate(result.per_level)}, **result.kinds,
                                "lr": result.lr, "grad_norm": result.grad_norm, "steps_per_s": steps_per_s,
                                "videos_per_s": steps_per_s * t.batch_size, "samples_seen": self.samples_seen,
                                **result.updates}

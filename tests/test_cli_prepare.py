@@ -143,7 +143,6 @@ def test_os_error_is_a_message_with_exit_1(tmp_path, monkeypatch, capsys):
     assert code == 1 and "the disk is full: writing" in stderr and "s.h5" in stderr and "Traceback" not in stderr
 
 
-
 def test_synthetic_captions_holdout_and_still_through_info(tmp_path, monkeypatch, capsys):
     out = tmp_path / "cap.h5"
     code, _, _ = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(out), "--num-videos", "20",

@@ -78,9 +78,10 @@ class HPDM(nn.Module):
         self.tokenizer = nn.Linear(in_channels * pixels_per_token, dim)
         self.position = nn.Parameter(torch.zeros(num_tokens, dim))
         if cfg.use_coords:
-            # Frequencies up to the Nyquist rate of the finest level's token grid.
-            finest = max(r // t for r, t in zip(cfg.target, self.token))
-            self.coord_features = FourierFeatures(cfg.fourier_features, 0.5, max(0.5, finest / 2))
+            # Frequencies up to model.coord_frequency (old runs: the Nyquist rate of the finest level's
+            # token grid), in cycles per video extent: the same features for the same place in the
+            # video whatever the number of levels, so a fine-tuned pyramid keeps its base's coordinates.
+            self.coord_features = FourierFeatures(cfg.fourier_features, 0.5, cfg.coord_frequency)
             self.coord_proj = nn.Linear(6 * cfg.fourier_features, dim)
 
         # Latents: one learned set per level, plus conditioning tokens.
