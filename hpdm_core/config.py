@@ -298,10 +298,15 @@ def _tiny_t2v() -> Config:
 
 def _tiny_base() -> Config:
     """The base stage of tiny's scale-up path (the paper's low-resolution stage, examples/ucf101_recipe.md):
-    one level at the patch's resolution (8x16x16: the synthetic videos area-downsampled to it). Fine-tune
+    one level at the patch's resolution (8x16x16: the synthetic videos area-downsampled to it, every 4th
+    frame, so that a clip spans the time of tiny's 32-frame target). Fine-tune
     the full pyramid from it with `hpdm train --preset tiny --init-from BASE_RUN`."""
     cfg = _tiny()
+    levels = cfg.model.num_levels
     cfg.model.num_levels, cfg.model.levels_per_block = 1, [1] * cfg.model.num_blocks
+    # tiny's level 0 is its 32-frame target box-downsampled to 8 frames: every 4th frame spans the same
+    # time (at stride 1 the base would see the motion 4x slower than the level it becomes).
+    cfg.data.frame_stride = 2 ** (levels - 1)
     return cfg
 
 
@@ -567,11 +572,13 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _network_dict(cfg: Config) -> dict[str, Any]:
-    """cfg as a dict, with the blocks' levels as the network uses them: levels_per_block = [L+1] * B and
-    adaptive_computation = false build the same network."""
+    """cfg as a dict, with the blocks' levels and the coordinate frequency as the network uses them:
+    levels_per_block = [L+1] * B and adaptive_computation = false build the same network."""
     values = cfg.to_dict()
     values["model"]["levels_per_block"] = cfg.model.block_levels
     values["model"].pop("adaptive_computation")
+    # 0 (a config.toml older than the key) and the value the old rule gives build the same features.
+    values["model"]["coord_max_frequency"] = cfg.model.coord_frequency
     return values
 
 

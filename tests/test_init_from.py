@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import tomli_w
 import torch
 
 from hpdm_core import config as config_lib
@@ -58,6 +59,19 @@ def test_a_config_without_the_key_builds_the_old_network(name, extra, tmp_path):
         assert old.model.coord_frequency == old_rule(old.model)
         return
     assert torch.equal(HPDM(old.model).coord_features.freqs, expected)
+
+
+def test_an_old_run_resumes_under_its_preset(data, tmp_path):
+    """A run folder from before the key resumes with the command that started it (no conflict)."""
+    values = config(data, "train.steps=1").to_dict()
+    del values["model"]["coord_max_frequency"]
+    (tmp_path / "config.toml").write_text(tomli_w.dumps(values))
+    saved = config_lib.load(tmp_path / "config.toml")
+    assert saved.model.coord_max_frequency == 0 and old_rule(saved.model) == 4
+    # The preset's fixed value is the old rule's (as tiny's 16 is for tiny's own patches).
+    requested = config(data, "train.steps=2", "model.coord_max_frequency=4")
+    assert not config_lib.config_conflicts(saved, requested)
+    assert config_lib.config_conflicts(saved, apply_overrides(requested, ["model.coord_max_frequency=3"]))
 
 
 def test_the_tiny_preset_keeps_its_network_and_output():
@@ -208,3 +222,5 @@ def test_tiny_base_preset_is_tiny_on_one_level():
     assert base.model.coord_frequency == tiny.model.coord_frequency
     init_from.check_compatible(base, tiny)  # the fine-tune of the recipe carries over
     assert math.isclose(base.train.lr, tiny.train.lr)
+    # Its clips span the time of tiny's target, as tiny's level 0 does.
+    assert base.data.frame_stride * base.model.patch[0] == tiny.model.target[0]
