@@ -65,6 +65,10 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
     clips = trainer.open_data()
     skipped = f" ({clips.skipped} too short for a clip, left out)" if clips.skipped else ""
     stderr.print(f"data {cfg.data.path}: {len(clips)} videos{skipped}")
+    if len(clips) and (clips.labels < 0).all():
+        stderr.print(f"[yellow]warning:[/] every video in {cfg.data.path} is unlabelled (label -1): the model learns "
+                     "the null class only, so --class and --guidance at sampling mean nothing; prepare labelled "
+                     "videos for a class-conditional model")
     for note in trainer.resume_notes:
         stderr.print(f"[yellow]warning:[/] {note}")
     if resumed and start:

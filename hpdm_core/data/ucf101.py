@@ -93,13 +93,23 @@ def locate(src: str | os.PathLike) -> tuple[Path, Path]:
         f"no ucfTrainTestlist/ folder in or next to {src}; unpack UCF101TrainTestSplits-RecognitionTask.zip there")
 
 
+def _split_lines(path: Path) -> list[str]:
+    """A split file's lines; BadInputError for bytes that are not text (the official lists are ASCII)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise BadInputError(f"{path}:{line}: not UTF-8 text (byte {err.object[err.start]:#04x}); the official "
+                            "split lists are plain ASCII: download them again") from None
+
+
 def read_class_index(lists: Path) -> list[str]:
     """Class names in label order from classInd.txt ("1 ApplyEyeMakeup" per line)."""
     path = lists / "classInd.txt"
     if not path.is_file():
         raise BadInputError(f"split file {path} is missing (it comes with the official train/test lists)")
     classes: dict[int, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_split_lines(path), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -128,7 +138,7 @@ def list_videos(src: str | os.PathLike, split: str = "all", fold: int = 1) -> tu
         path = lists / f"{kind}list0{fold}.txt"
         if not path.is_file():
             raise BadInputError(f"split file {path} is missing (it comes with the official train/test lists)")
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(_split_lines(path), 1):
             if not line.strip():
                 continue
             relative = line.split()[0]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpdm_core.checkpoint import load_error_reason
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.metrics.c3d import C3D, C3DProbs, StyleGANVC3D, chainer_to_state_dict, crop_mean
 from hpdm_core.metrics.i3d import I3DFeatures, InceptionI3d, StyleGANVI3D, random_i3d
@@ -41,6 +42,15 @@ def is_torchscript(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as archive:
         return any("/code/" in name for name in archive.namelist())
+
+
+def load_torchscript(path: Path, what: str) -> torch.jit.ScriptModule:
+    """torch.jit.load with a clear error (exit 2) for an archive that is not a whole TorchScript file."""
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:  # noqa: BLE001 -- e.g. "constants.pkl not found" in a foreign zip
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInputError(f"{path} looks like TorchScript but does not load as {what} ({first[:200]})") from None
 
 
 def weights_hash(path: str | os.PathLike) -> str:
@@ -91,11 +101,11 @@ def load_i3d(path: str | os.PathLike, resize: str = "torch", device: str | torch
             raise BadInputError(f"{path} is a folder but not a TF-Hub module (no saved_model.pb)")
         return I3DFeatures(i3d_from_state_dict(convert_tfhub_i3d(path)), resize, name="i3d_tfhub").to(device)
     if is_torchscript(path):
-        return StyleGANVI3D(torch.jit.load(str(path), map_location="cpu"), name=path.stem).to(device)
+        return StyleGANVI3D(load_torchscript(path, "StyleGAN-V's i3d_torchscript.pt"), name=path.stem).to(device)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise BadInputError(f"{path} is neither TorchScript nor a torch state dict: {err}") from None
+        raise BadInputError(f"{path} is neither TorchScript nor a torch state dict: {load_error_reason(err)}") from None
     return I3DFeatures(i3d_from_state_dict(_unwrap_state_dict(obj)), resize, name=path.stem).to(device)
 
 
@@ -111,7 +121,7 @@ def load_c3d(path: str | os.PathLike, mean_path: str | os.PathLike | None = None
     if not path.exists():
         raise missing_c3d(path)
     if is_torchscript(path):
-        return StyleGANVC3D(torch.jit.load(str(path), map_location="cpu"), name=path.stem).to(device)
+        return StyleGANVC3D(load_torchscript(path, "StyleGAN-V's c3d_ucf101.pt"), name=path.stem).to(device)
     if path.suffix != ".npz":
         raise BadInputError(f"{path}: expected TorchScript (c3d_ucf101.pt) or TGAN's npz (conv3d_deepnetA_ucf.npz)")
     mean_path = Path(mean_path) if mean_path is not None else path.with_name("mean2.npz")
