@@ -18,6 +18,7 @@ A run killed at any point and started again decodes only the videos without a pa
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import math
 import os
@@ -35,6 +36,8 @@ from typing import Callable
 import multiprocessing
 
 import h5py
+import numpy as np
+from PIL import Image
 
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter, compression_args, frame_chunks
 from hpdm_core.data.video_io import VideoReadError, decode_video
@@ -162,18 +165,46 @@ def staging_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+# How frames become `resolution` x `resolution` (the `preparation` attribute of the file):
+#   area       shorter side area-resized, centre crop (hpdm's default: the least aliasing)
+#   styleganv  what StyleGAN-V's src/scripts/convert_videos_to_frames.py does to UCF-101 before its FVD:
+#              PIL LANCZOS resize of the shorter side (torchvision's resize rule), torchvision's centre
+#              crop, then a JPEG file. It asks for `q=95`, a keyword Pillow ignores, so its frames are
+#              JPEGs at Pillow's default quality (75, 4:2:0): reproduced here by the same round trip.
+PREPARATIONS = ("area", "styleganv")
+
+
+def styleganv_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """One uint8 [H, W, 3] frame converted as StyleGAN-V converts UCF-101 (see PREPARATIONS)."""
+    image = Image.fromarray(frame)
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(size * long / short)  # torchvision's rule for an int size: the shorter side becomes `size`
+    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+    image = image.resize((new_w, new_h), Image.LANCZOS)
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))  # torchvision's centre crop
+    image = image.crop((left, top, left + size, top + size))
+    encoded = io.BytesIO()
+    image.save(encoded, format="JPEG")  # Pillow's defaults: what `save(path, q=95)` gives
+    encoded.seek(0)
+    return np.asarray(Image.open(encoded).convert("RGB"))
+
+
 def stage_video(entry: VideoEntry, parts: Path, resolution: int, fps: float | None,
-                max_frames: int | None, compress: bool = False) -> tuple[str, int, float, str]:
+                max_frames: int | None, compress: bool = False, preparation: str = "area"
+                ) -> tuple[str, int, float, str]:
     """Decode one video into parts/NAME.h5 (or NAME.failed.json); returns (name, frames, fps, error).
 
     Runs in a worker process and writes its own part, so only a few numbers cross the pipe.
     """
     try:
-        video = decode_video(entry.path, resolution, fps, max_frames)
+        video = decode_video(entry.path, resolution if preparation == "area" else None, fps, max_frames)
     except VideoReadError as err:
         atomic_write_text(parts / f"{entry.name}.failed.json", json.dumps({"reason": str(err)}))
         return entry.name, 0, 0.0, str(err)
     frames = video.frames
+    if preparation == "styleganv":
+        frames = np.stack([styleganv_frame(frame, resolution) for frame in frames])
     with atomic_write(parts / f"{entry.name}.h5") as tmp, h5py.File(tmp, "w") as f:
         # Raw parts keep the serial packing step a plain copy; when the output is compressed the
         # user cares about disk space, so the parts get the cheap lzf too.
@@ -237,7 +268,8 @@ def _staged_result(parts: Path, name: str) -> tuple[str, int, float, str] | None
 def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = "all", fold: int = 1,
                    resolution: int = 256, fps: float | None = None, max_frames: int | None = None,
                    workers: int = 1, compression: str = "none", restart: bool = False,
-                   progress: Progress | None = None, overwrite: bool = False) -> PrepareReport:
+                   progress: Progress | None = None, overwrite: bool = False,
+                   preparation: str = "area") -> PrepareReport:
     """Decode a UCF-101 split into `out` (see the module docstring for the crash-safety scheme).
 
     An `out` that already holds this split with these arguments is left as it is (up_to_date); any
@@ -254,12 +286,16 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
     if workers < 1:
         raise BadInputError(f"--workers must be at least 1, got {workers}")
     compression_args(compression)
+    if preparation not in PREPARATIONS:
+        raise BadInputError(f"unknown preparation {preparation!r}; choose one of {', '.join(PREPARATIONS)}")
     entries, class_names = list_videos(src, split, fold)
     if not entries:
         raise BadInputError(f"the {split} split of fold {fold} lists no videos")
     args = {"format": STAGING_FORMAT, "source": str(Path(src).expanduser().resolve()), "split": split,
             "fold": fold, "resolution": resolution, "fps": fps, "max_frames": max_frames,
             "compression": compression}
+    if preparation != "area":  # only then: files and interrupted runs made before the option keep their args
+        args["preparation"] = preparation
     # One writer per output (a second exits 2 before touching OUT.tmp or OUT.parts/); a full disk is a message.
     with lock_output(out), reporting_full_disk(out, what="the dataset file"):
         return _prepare_locked(out, entries, class_names, args, workers, restart, overwrite, progress, start_time)
@@ -316,7 +352,8 @@ def _prepare_locked(out: Path, entries: list[VideoEntry], class_names: list[str]
 
     try:
         pack_ready()
-        jobs = [(entry, parts, resolution, fps, max_frames, compression != "none") for entry in pending]
+        jobs = [(entry, parts, resolution, fps, max_frames, compression != "none", args.get("preparation", "area"))
+                for entry in pending]
         for result in _run_jobs(jobs, workers):
             results[result[0]] = result
             report.decoded += not result[3]  # a video that failed to decode was not decoded
@@ -331,7 +368,7 @@ def _prepare_locked(out: Path, entries: list[VideoEntry], class_names: list[str]
         writer.finish(class_names, fps=fps or native, split=split, fold=fold, source="ucf101",
                       prepare_args=json.dumps(args, sort_keys=True),
                       failed=json.dumps([{"name": n, "reason": r} for n, r in report.failed]),
-                      max_frames=max_frames or 0)
+                      max_frames=max_frames or 0, preparation=args.get("preparation", "area"))
     except BaseException:
         writer.abort()
         raise

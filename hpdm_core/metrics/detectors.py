@@ -27,6 +27,24 @@ C3D_SOURCES = ("StyleGAN-V's c3d_ucf101.pt, or TGAN's conv3d_deepnetA_ucf.npz to
                "(pass it with --c3d-mean, or put it beside the npz)")
 
 
+# sha256 of public detector files. No upstream publishes a checksum: these are the hashes that public FVD
+# code pins for the files (the first found in five unrelated repositories, the second in two). Other files
+# (i3d_pretrained_400.pt, c3d_ucf101.pt, a TF-Hub folder, `hpdm convert-i3d` output) have no documented
+# hash: their sha256 is reported without a verdict.
+KNOWN_WEIGHTS: dict[str, tuple[str, bool]] = {  # sha256 -> (what the file is, the TF-Hub I3D behind published FVD?)
+    "bec6519f66ea534e953026b4ae2c65553c17bf105611c746d904657e5860a5e2":
+        ("StyleGAN-V's i3d_torchscript.pt (the TF-Hub I3D as TorchScript)", True),
+    "2609088c2e8c868187c9921c50bc225329a9057ed75e76120e0b4a397a2c7538":
+        ("pytorch-i3d's rgb_imagenet.pt (DeepMind's ImageNet-inflated I3D)", False),
+}
+
+
+def identify_weights(sha256: str) -> dict:
+    """What a weight file's hash says: {"sha256", "known_as" (None: no documented hash), "tfhub_i3d" (None: unknown)}."""
+    known = KNOWN_WEIGHTS.get(sha256)
+    return {"sha256": sha256, "known_as": known[0] if known else None, "tfhub_i3d": known[1] if known else None}
+
+
 def missing_i3d(path) -> MissingResourceError:
     return MissingResourceError(f"I3D weights {path} not found. FVD needs {I3D_SOURCES}; pass it with --i3d PATH "
                                 "(or --random-i3d for a proxy distance that papers do not report)")
