@@ -53,6 +53,8 @@ def ablate(
     from hpdm_core import ablation, report
     from hpdm_core.errors import BadInputError
 
+    if overlap is not None and not overlap.strip():  # an unset shell variable, not a choice of "none"
+        raise BadInputError("--overlap is empty: give none or letters of fhw (e.g. hw)")
     options = ablation.SuiteOptions(out=out, num=num, seed=seed, sample_steps=sample_steps, overlap=overlap,
                                     batch_size=batch_size, device=device, i3d=i3d)
     if i3d is None:

@@ -105,8 +105,19 @@ def _report(result: dict, as_json: bool) -> None:
         table.add_row("IS (C3D, 10 splits)", f"{result['is_mean']:.2f} ± {result['is_std']:.2f}")
     table.add_row("real / generated clips", f"{result['real_clips']} / {result['fake_clips']}")
     table.add_row("detector", result["detector"])
+    if result.get("detector_sha256"):
+        table.add_row("detector sha256", f"{result['detector_sha256']} ({result['detector_weights']})")
+    if result.get("classifier_sha256"):
+        table.add_row("C3D sha256", result["classifier_sha256"])
+    real = result.get("real_data")
+    if real:
+        table.add_row("real videos", f"{real['source'] or '?'} split {real['split'] or '?'}"
+                      f"{' fold ' + str(real['fold']) if real['fold'] else ''}, {real['preparation']} frames, "
+                      f"{real['videos']} videos at {'x'.join(map(str, real['resolution']))}")
     table.add_row("real statistics", "cached" if result["real_stats_cached"] else "computed")
-    table.add_row("comparable with papers", "yes" if result["comparable"] else "[yellow]no[/]")
+    table.add_row("comparable", "yes" if result["comparable"] else "[yellow]no[/]")
+    if result["comparable"] and result.get("comparable_with"):
+        table.add_row("comparable with", result["comparable_with"])
     for reason in result["warnings"]:
         table.add_row("[yellow]not comparable[/]", reason)
     stdout.print(table)

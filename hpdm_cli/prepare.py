@@ -47,13 +47,17 @@ def ucf101(
     max_frames: Annotated[Optional[int], typer.Option(min=1, max=INT64_MAX, help="keep at most this many frames per video")] = None,
     workers: Annotated[int, typer.Option(min=1, max=1024, help="decoding processes")] = max(1, min(8, os.cpu_count() or 1)),
     compression: Annotated[str, typer.Option(help="HDF5 compression of the frames: none, lzf or gzip")] = "none",
+    preparation: Annotated[str, typer.Option(help="area (area resize, centre crop) or styleganv (StyleGAN-V's "
+                                             "frames: PIL LANCZOS, centre crop, a JPEG round trip; for "
+                                             "comparable FVD)")] = "area",
     restart: Annotated[bool, flag("--restart/--no-restart", "discard an interrupted run's decoded videos")] = False,
     overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out made otherwise (a finished run with the same arguments is kept)")] = False,
     as_json: Annotated[bool, flag("--json", "print the result as one JSON object")] = False,
 ) -> None:
     """Decode UCF-101 videos (resumable: rerun the same command after a crash)."""
     _run_decoding(lambda progress: prepare_ucf101(src, out, split, fold, resolution, fps, max_frames, workers,
-                                                  compression, restart, progress, overwrite=overwrite), out, as_json)
+                                                  compression, restart, progress, overwrite=overwrite,
+                                                  preparation=preparation), out, as_json)
 
 
 def _run_decoding(prepare, out: Path, as_json: bool) -> None:

@@ -106,6 +106,8 @@ def sample(
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
         raise BadInputError(f"--guidance/--cfg must be a finite number >= 0 (1 = no guidance), got {guidance}")
     if overlap is not None:
+        if not overlap.strip():  # an unset shell variable, not a choice of "none"
+            raise BadInputError("--overlap is empty: give none or letters of fhw (e.g. hw)")
         parse_overlap(overlap)
     classes = classes or []
     if any(c < 0 for c in classes):

@@ -79,6 +79,10 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
                      f"{t.image_batch_size} rows per step beside {t.batch_size} video rows")
     if trainer.init_report is not None:
         _print_init_report(trainer.init_report, run_dir)
+    if cfg.model.conditioning == "class" and len(clips) and (clips.labels < 0).all():
+        stderr.print(f"[yellow]warning:[/] every video in {cfg.data.path} is unlabelled (label -1): the model learns "
+                     "the null class only, so --class and --guidance at sampling mean nothing; prepare labelled "
+                     "videos for a class-conditional model")
     for note in trainer.resume_notes:
         stderr.print(f"[yellow]warning:[/] {note}")
     if resumed and start:

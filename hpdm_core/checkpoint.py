@@ -83,6 +83,18 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep_last: int =
     return path
 
 
+def load_error_reason(err: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, without torch's advice to retry with
+    weights_only=False: that would run whatever code the file carries."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        detail = next((line.strip() for line in text.splitlines()
+                       if "GLOBAL" in line or "global" in line.split("`")[0]), "")
+        return ("it holds Python objects besides tensors, and hpdm never runs code from a file"
+                + (f" ({detail.rstrip('.')})" if detail else ""))
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -92,8 +104,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated, foreign or pickled-object files
-        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-        raise BadInputError(f"{path} is not a readable hpdm checkpoint ({reason})") from None
+        raise BadInputError(f"{path} is not a readable hpdm checkpoint ({load_error_reason(err)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise BadInputError(f"{path} is not an hpdm checkpoint (no format={FORMAT!r} entry)")
     if int(state.get("version", 0)) > VERSION:

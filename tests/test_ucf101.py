@@ -274,3 +274,40 @@ def test_rerun_recovers_from_a_stale_lock_on_the_tmp_file(mini_ucf, prepared, tm
         holder.kill()
         holder.wait()
     _same_content(out, prepared[0])
+
+
+def test_styleganv_frames_are_what_its_conversion_script_writes():
+    """Reference: StyleGAN-V's convert_videos_to_frames.py, as its lines run (torchvision's resize and centre
+    crop written out, since torchvision is not a dependency), then the JPEG it saves read back."""
+    import io
+
+    from PIL import Image
+
+    from hpdm_core.data.ucf101 import styleganv_frame
+
+    frame = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    frame[:, :20] //= 3  # some structure for the JPEG to keep
+    image = Image.fromarray(frame).resize((int(16 * 40 / 24), 16), Image.LANCZOS)  # shorter side -> 16
+    left = int(round((image.size[0] - 16) / 2.0))
+    image = image.crop((left, 0, left + 16, 16))
+    saved = io.BytesIO()
+    image.save(saved, format="JPEG", q=95)  # its call: Pillow has no `q`, so this is quality 75
+    default = io.BytesIO()
+    image.save(default, format="JPEG")
+    assert saved.getvalue() == default.getvalue()
+    expected = np.asarray(Image.open(io.BytesIO(saved.getvalue())).convert("RGB"))
+    np.testing.assert_array_equal(styleganv_frame(frame, 16), expected)
+
+
+def test_styleganv_preparation_is_recorded_and_resumes_only_with_it(mini_ucf, prepared, tmp_path):
+    out = tmp_path / "sg.h5"
+    report = prepare_ucf101(mini_ucf, out, resolution=32, workers=1, preparation="styleganv")
+    store, area = VideoStore(out), VideoStore(prepared[0])
+    assert store.attrs["preparation"] == "styleganv" and area.attrs["preparation"] == "area"
+    assert json.loads(store.attrs["prepare_args"])["preparation"] == "styleganv"
+    assert "preparation" not in json.loads(area.attrs["prepare_args"])  # files made before the option stay current
+    a, b = store.video(0).astype(int), area.video(0).astype(int)
+    assert a.shape == b.shape and 0 < np.abs(a - b).mean() < 20  # the same videos, other resampling and JPEG
+    assert report.videos == prepared[1].videos
+    with pytest.raises(BadInputError, match="unknown preparation"):
+        prepare_ucf101(mini_ucf, tmp_path / "x.h5", resolution=32, preparation="bicubic")

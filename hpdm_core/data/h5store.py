@@ -86,6 +86,8 @@ class VideoStore:
         """Raise a clear error unless the path is a complete dataset file."""
         if not self.path.exists():
             raise MissingResourceError(f"dataset file {self.path} does not exist (make one with `hpdm prepare`)")
+        if self.path.is_dir():
+            raise BadInputError(f"{self.path} is a folder; give a dataset file (.h5) made by `hpdm prepare`")
         try:
             f = self.file
         except OSError as err:

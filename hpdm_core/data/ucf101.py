@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import json
 import math
 import os
@@ -39,6 +40,8 @@ from typing import Any, Callable
 import multiprocessing
 
 import h5py
+import numpy as np
+from PIL import Image
 
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter, compression_args, frame_chunks
 from hpdm_core.data.video_io import DecodedVideo, VideoReadError, decode_video
@@ -101,13 +104,23 @@ def locate(src: str | os.PathLike) -> tuple[Path, Path]:
         f"no ucfTrainTestlist/ folder in or next to {src}; unpack UCF101TrainTestSplits-RecognitionTask.zip there")
 
 
+def _split_lines(path: Path) -> list[str]:
+    """A split file's lines; BadInputError for bytes that are not text (the official lists are ASCII)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise BadInputError(f"{path}:{line}: not UTF-8 text (byte {err.object[err.start]:#04x}); the official "
+                            "split lists are plain ASCII: download them again") from None
+
+
 def read_class_index(lists: Path) -> list[str]:
     """Class names in label order from classInd.txt ("1 ApplyEyeMakeup" per line)."""
     path = lists / "classInd.txt"
     if not path.is_file():
         raise BadInputError(f"split file {path} is missing (it comes with the official train/test lists)")
     classes: dict[int, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_split_lines(path), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -136,7 +149,7 @@ def list_videos(src: str | os.PathLike, split: str = "all", fold: int = 1) -> tu
         path = lists / f"{kind}list0{fold}.txt"
         if not path.is_file():
             raise BadInputError(f"split file {path} is missing (it comes with the official train/test lists)")
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(_split_lines(path), 1):
             if not line.strip():
                 continue
             relative = line.split()[0]
@@ -169,9 +182,35 @@ def part_name(name: str) -> str:
     return f"{tail}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:12]}"
 
 
+# How frames become `resolution` x `resolution` (the `preparation` attribute of the file):
+#   area       shorter side area-resized, centre crop (hpdm's default: the least aliasing)
+#   styleganv  what StyleGAN-V's src/scripts/convert_videos_to_frames.py does to UCF-101 before its FVD:
+#              PIL LANCZOS resize of the shorter side (torchvision's resize rule), torchvision's centre
+#              crop, then a JPEG file. It asks for `q=95`, a keyword Pillow ignores, so its frames are
+#              JPEGs at Pillow's default quality (75, 4:2:0): reproduced here by the same round trip.
+PREPARATIONS = ("area", "styleganv")
+
+
+def styleganv_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """One uint8 [H, W, 3] frame converted as StyleGAN-V converts UCF-101 (see PREPARATIONS)."""
+    image = Image.fromarray(frame)
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(size * long / short)  # torchvision's rule for an int size: the shorter side becomes `size`
+    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+    image = image.resize((new_w, new_h), Image.LANCZOS)
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))  # torchvision's centre crop
+    image = image.crop((left, top, left + size, top + size))
+    encoded = io.BytesIO()
+    image.save(encoded, format="JPEG")  # Pillow's defaults: what `save(path, q=95)` gives
+    encoded.seek(0)
+    return np.asarray(Image.open(encoded).convert("RGB"))
+
+
 def stage_video(entry: VideoEntry, parts: Path, resolution: int, fps: float | None,
                 max_frames: int | None, compress: bool = False,
-                decode: Callable[..., DecodedVideo] = decode_video) -> tuple[str, int, float, str]:
+                decode: Callable[..., DecodedVideo] = decode_video, preparation: str = "area"
+                ) -> tuple[str, int, float, str]:
     """Decode one video into parts/NAME.h5 (or NAME.failed.json); returns (name, frames, fps, error).
 
     Runs in a worker process and writes its own part, so only a few numbers cross the pipe.
@@ -179,11 +218,13 @@ def stage_video(entry: VideoEntry, parts: Path, resolution: int, fps: float | No
     """
     part = part_name(entry.name)
     try:
-        video = decode(entry.path, resolution, fps, max_frames)
+        video = decode(entry.path, resolution if preparation == "area" else None, fps, max_frames)
     except VideoReadError as err:
         atomic_write_text(parts / f"{part}.failed.json", json.dumps({"reason": str(err)}))
         return entry.name, 0, 0.0, str(err)
     frames = video.frames
+    if preparation == "styleganv":
+        frames = np.stack([styleganv_frame(frame, resolution) for frame in frames])
     with atomic_write(parts / f"{part}.h5") as tmp, h5py.File(tmp, "w") as f:
         # Raw parts keep the serial packing step a plain copy; when the output is compressed the
         # user cares about disk space, so the parts get the cheap lzf too.
@@ -247,22 +288,28 @@ def _staged_result(parts: Path, name: str) -> tuple[str, int, float, str] | None
 def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = "all", fold: int = 1,
                    resolution: int = 256, fps: float | None = None, max_frames: int | None = None,
                    workers: int = 1, compression: str = "none", restart: bool = False,
-                   progress: Progress | None = None, overwrite: bool = False) -> PrepareReport:
+                   progress: Progress | None = None, overwrite: bool = False,
+                   preparation: str = "area") -> PrepareReport:
     """Decode a UCF-101 split into `out` (see the module docstring for the crash-safety scheme).
 
     An `out` that already holds this split with these arguments is left as it is (up_to_date); any
     other existing file is replaced only with overwrite=True."""
     start_time = time.perf_counter()
     out = check_decode_options(out, resolution, fps, max_frames, workers, compression)
+    if preparation not in PREPARATIONS:
+        raise BadInputError(f"unknown preparation {preparation!r}; choose one of {', '.join(PREPARATIONS)}")
     entries, class_names = list_videos(src, split, fold)
     if not entries:
         raise BadInputError(f"the {split} split of fold {fold} lists no videos")
     args = {"format": STAGING_FORMAT, "source": str(Path(src).expanduser().resolve()), "split": split,
             "fold": fold, "resolution": resolution, "fps": fps, "max_frames": max_frames,
             "compression": compression}
+    if preparation != "area":  # only then: files and interrupted runs made before the option keep their args
+        args["preparation"] = preparation
     return stage_and_pack(entries, class_names, out, args, resolution=resolution, fps=fps, max_frames=max_frames,
                           workers=workers, compression=compression, restart=restart, progress=progress,
-                          overwrite=overwrite, attrs={"split": split, "fold": fold, "source": "ucf101"},
+                          overwrite=overwrite, attrs={"split": split, "fold": fold, "source": "ucf101",
+                                                      "preparation": preparation},
                           start_time=start_time)
 
 
@@ -351,7 +398,8 @@ def _stage_and_pack_locked(entries, class_names, out, args, resolution, fps, max
 
     try:
         pack_ready()
-        jobs = [(entry, parts, resolution, fps, max_frames, compression != "none", decode) for entry in pending]
+        jobs = [(entry, parts, resolution, fps, max_frames, compression != "none", decode,
+                 args.get("preparation", "area")) for entry in pending]
         for result in _run_jobs(jobs, workers):
             results[result[0]] = result
             report.decoded += not result[3]  # a video that failed to decode was not decoded
@@ -366,7 +414,7 @@ def _stage_and_pack_locked(entries, class_names, out, args, resolution, fps, max
         writer.finish(class_names, fps=fps or native, **attrs,
                       prepare_args=json.dumps(args, sort_keys=True),
                       failed=json.dumps([{"name": n, "reason": r} for n, r in report.failed]),
-                      max_frames=max_frames or 0)
+                      max_frames=max_frames or 0, preparation=args.get("preparation", "area"))
     except BaseException:
         writer.abort()
         raise

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hpdm_core.checkpoint import load_error_reason
 from hpdm_core.data.h5store import VideoStore, dataset_fingerprint, fingerprint_matches
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.files import atomic_save
@@ -316,7 +317,8 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and weights-only errors all mean: not our checkpoint
-        raise BadInputError(f"{path} is not a classifier checkpoint from `hpdm train-classifier` ({err})") from None
+        raise BadInputError(f"{path} is not a classifier checkpoint from `hpdm train-classifier` "
+                            f"({load_error_reason(err)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise BadInputError(f"{path} is not a classifier checkpoint from `hpdm train-classifier`")
     if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
