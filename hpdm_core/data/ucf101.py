@@ -308,8 +308,7 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
         args["preparation"] = preparation
     return stage_and_pack(entries, class_names, out, args, resolution=resolution, fps=fps, max_frames=max_frames,
                           workers=workers, compression=compression, restart=restart, progress=progress,
-                          overwrite=overwrite, attrs={"split": split, "fold": fold, "source": "ucf101",
-                                                      "preparation": preparation},
+                          overwrite=overwrite, attrs={"split": split, "fold": fold, "source": "ucf101"},
                           start_time=start_time)
 
 
