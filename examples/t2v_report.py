@@ -97,6 +97,13 @@ def score(args: argparse.Namespace) -> None:
     report["real"] = rates(describe_objects(real, colours, shapes), truth)
     report["unseen_pairs"] = [list(p) for p in unseen]
     report["samples"] = [{**p, "measured_colour": d[0], "measured_shape": d[1]} for p, d in zip(plan, described)]
+    from hpdm_core.text.store import has_embeddings
+
+    text = has_embeddings(args.data) or {}
+    report["text_encoder"] = {key: text.get(key) for key in ("encoder", "fingerprint", "random_weights")}
+    if text.get("random_weights"):
+        print(f"NOTE: the captions were encoded by {text.get('encoder')}, a T5 encoder with RANDOM weights: its "
+              "embeddings tell texts apart byte by byte but carry no meaning")
     for kind in ("seen", "unseen", "real"):
         r = report[kind]
         if r["videos"]:

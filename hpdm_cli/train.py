@@ -74,6 +74,13 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
     clips = trainer.open_data()
     skipped = f" ({clips.skipped} too short for a clip, left out)" if clips.skipped else ""
     stderr.print(f"data {cfg.data.path}: {len(clips)} videos{skipped}")
+    if cfg.model.conditioning == "text":
+        from hpdm_core.text.store import has_embeddings
+
+        text = has_embeddings(cfg.data.path) or {}
+        random = " [bold yellow](RANDOM WEIGHTS: a demo encoder, not a trained T5)[/]" if text.get("random_weights") else ""
+        stderr.print(f"text: {text.get('captioned', '?')} captions encoded by {text.get('encoder', '?')} "
+                     f"(width {text.get('dim', '?')}, {text.get('max_tokens', '?')} tokens){random}")
     if t.image_batch_size:
         stderr.print(f"images {cfg.data.image_path}: {len(trainer.open_image_data())} still images, "
                      f"{t.image_batch_size} rows per step beside {t.batch_size} video rows")
