@@ -114,6 +114,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     bf16: bool = True  # autocast on CUDA only
+    # torch.compile of the denoiser (CUDA graphs on one GPU); off: slower on the CPU (README, "Compiled steps")
+    compile: bool = False
 
 
 @dataclass
@@ -135,6 +137,7 @@ class SampleConfig:
     cache: bool = True
     offload_cache: bool = False
     bf16: bool = True  # autocast on CUDA only
+    compile: bool = False  # torch.compile of the denoiser's forward (CUDA graphs on a GPU)
 
     def guidance_at(self, level: int) -> float:
         """The guidance weight of a level: `guidance` on the guided levels, 1 (none) above them."""
@@ -444,7 +447,7 @@ def validate_sample(sample: SampleConfig) -> None:
 
 # Settings that change nothing about the optimisation: a resumed run may change them freely.
 RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
-                "data.path", "data.num_workers", "data.fingerprint"}
+                "data.path", "data.num_workers", "data.fingerprint", "train.compile"}
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

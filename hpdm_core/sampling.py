@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from hpdm_core import diffusion
+from hpdm_core.compiling import CompiledDenoiser
 from hpdm_core.config import SampleConfig
 from hpdm_core.errors import BadInputError
 from hpdm_core.files import atomic_write
@@ -310,6 +311,8 @@ def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SampleConfi
     device = torch.device(device)
     labels = labels.long().cpu()
     tile_batch = choose_tile_batch(denoiser, options, device)
+    if options.compile:  # after the memory probe: it would compile a shape of its own
+        denoiser = CompiledDenoiser(denoiser, device)
     evaluated = 0
 
     def count(rows: int) -> None:

@@ -38,6 +38,7 @@ from hpdm_core import checkpoint as ckpt
 from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
 from hpdm_core import files
+from hpdm_core.compiling import compile_module
 from hpdm_core.config import Config, config_conflicts
 from hpdm_core.data.batches import StepBatches, check_data, open_clips
 from hpdm_core.diffusion import build_denoiser, hierarchy_loss
@@ -148,6 +149,8 @@ class Trainer:
         self.raw_model = build_denoiser(cfg).to(self.device)
         self.ema = EMA(self.raw_model, t.ema_decay)  # before wrapping: a plain copy
         self.model = self.wrap_model(self.raw_model)
+        # What the loss calls: the (wrapped) denoiser, compiled when train.compile (hpdm_core/compiling.py)
+        self.step_model = compile_module(self.model, self.device, world_size) if t.compile else self.model
         groups = decay_groups(self.raw_model, t.weight_decay, adapt_all=t.trust_ratio == "all")
         self.optimizer = Lamb(groups, lr=t.lr, betas=tuple(t.betas),
                               weight_decay=t.weight_decay)
@@ -288,7 +291,7 @@ class Trainer:
         return autocast(self.device, self.cfg.train.bf16)
 
     def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator]):
-        return hierarchy_loss(self.model, patches, offsets, labels, noise)
+        return hierarchy_loss(self.step_model, patches, offsets, labels, noise)
 
     def train_step(self, batch: dict[str, torch.Tensor], measure_updates: bool = False) -> StepResult:
         """One optimizer step; with measure_updates, StepResult.updates holds ||delta w|| / ||w|| per group."""
