@@ -150,6 +150,8 @@ class TrainConfig:
     # embedding) or "fresh" (initialised as a new run would). See hpdm_core.init_from.
     init_from: str = ""
     init_new_levels: str = "top"
+    # torch.compile of the denoiser (CUDA graphs on one GPU); off: slower on the CPU (README, "Compiled steps")
+    compile: bool = False
 
 
 @dataclass
@@ -171,6 +173,7 @@ class SampleConfig:
     cache: bool = True
     offload_cache: bool = False
     bf16: bool = True  # autocast on CUDA only
+    compile: bool = False  # torch.compile of the denoiser's forward (CUDA graphs on a GPU)
 
     def guidance_at(self, level: int) -> float:
         """The guidance weight of a level: `guidance` on the guided levels, 1 (none) above them."""
@@ -558,7 +561,7 @@ def validate_sample(sample: SampleConfig) -> None:
 # Settings that change nothing about the optimisation: a resumed run may change them freely.
 RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
                 "data.path", "data.num_workers", "data.fingerprint", "data.image_path", "data.image_fingerprint",
-                "data.text_encoder", "data.text_fingerprint", "data.text_max_tokens"}
+                "data.text_encoder", "data.text_fingerprint", "data.text_max_tokens", "train.compile"}
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -30,6 +30,7 @@ import torch
 
 from hpdm_core import conditioning, diffusion
 from hpdm_core.conditioning import Condition, TextCondition
+from hpdm_core.compiling import CompiledDenoiser
 from hpdm_core.config import SampleConfig
 from hpdm_core.errors import BadInputError
 from hpdm_core.files import atomic_write
@@ -313,6 +314,8 @@ def generate(denoiser, labels: Condition, seed: int = 0, options: SampleConfig |
     labels = labels.to("cpu") if isinstance(labels, TextCondition) else labels.long().cpu()
     num = conditioning.batch_size(labels)
     tile_batch = choose_tile_batch(denoiser, options, device)
+    if options.compile:  # after the memory probe: it would compile a shape of its own
+        denoiser = CompiledDenoiser(denoiser, device)
     evaluated = 0
 
     def count(rows: int) -> None:

@@ -40,6 +40,7 @@ from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
 from hpdm_core import files
 from hpdm_core import init_from as init_from_lib
+from hpdm_core.compiling import compile_module
 from hpdm_core.config import Config, config_conflicts
 from hpdm_core.data.batches import StepBatches, check_data, check_images, open_clips, open_images
 from hpdm_core.data.h5store import VideoStore, fingerprint_matches
@@ -206,6 +207,8 @@ class Trainer:
         self.raw_model.to(self.device)
         self.ema = EMA(self.raw_model, t.ema_decay)  # before wrapping: a plain copy
         self.model = self.wrap_model(self.raw_model)
+        # What the loss calls: the (wrapped) denoiser, compiled when train.compile (hpdm_core/compiling.py)
+        self.step_model = compile_module(self.model, self.device, world_size) if t.compile else self.model
         groups = decay_groups(self.raw_model, t.weight_decay, adapt_all=t.trust_ratio == "all")
         self.optimizer = Lamb(groups, lr=t.lr, betas=tuple(t.betas),
                               weight_decay=t.weight_decay)
@@ -369,7 +372,7 @@ class Trainer:
 
     def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator], per_row: bool = False):
         """(loss, per-level losses); with per_row also the per-row, per-level losses [B, n]."""
-        return hierarchy_loss(self.model, patches, offsets, labels, noise, per_row=per_row)
+        return hierarchy_loss(self.step_model, patches, offsets, labels, noise, per_row=per_row)
 
     def train_step(self, batch: dict[str, torch.Tensor], measure_updates: bool = False) -> StepResult:
         """One optimizer step; with measure_updates, StepResult.updates holds ||delta w|| / ||w|| per group."""
