@@ -81,6 +81,10 @@ class Run:
     def resumed(self) -> bool:
         return self.start_step > 0
 
+    def __repr__(self) -> str:  # the config and the report are long: what a notebook wants at a glance
+        return (f"Run({str(self.run_dir)!r}, steps {self.start_step}->{self.step} of {self.config.train.steps}, "
+                f"{self.num_parameters:,} parameters, checkpoint={str(self.checkpoint) if self.checkpoint else None!r})")
+
     def metrics(self) -> list[dict[str, Any]]:
         """The logged steps of RUN/metrics.jsonl (loss per level, learning rate, label gap, ...)."""
         from hpdm_core.train_log import read_metrics
@@ -98,6 +102,20 @@ def _requested(config: Config | str | None) -> Config | None:
         raise BadInputError(f"config must be a Config (e.g. hpdm_core.preset('tiny')), a preset name or None, "
                             f"got {type(config).__name__}")
     return copy.deepcopy(config)  # the caller's object is left as it was
+
+
+def _check_same_config(run_dir: Path, requested: Config) -> None:
+    """A run with a checkpoint resumes under its own config: another one is refused (as setup_run does),
+    saying how to resume from Python."""
+    from hpdm_core.checkpoint import load_run_config
+
+    saved = load_run_config(run_dir)
+    candidate = copy.deepcopy(requested)  # where a run started from need not be repeated on a resume
+    candidate.train.init_from, candidate.train.init_new_levels = saved.train.init_from, saved.train.init_new_levels
+    if config_lib.config_conflicts(saved, candidate):
+        raise BadInputError(f"{run_dir} already holds a run with a different config: "
+                            f"{config_lib.describe_conflicts(saved, candidate)}. Resume it with config=None (its "
+                            "config.toml) or the same config, or give a new run_dir")
 
 
 def train(config: Config | str | None = None, *, run_dir: PathLike, data: PathLike | None = None,
@@ -136,6 +154,8 @@ def train(config: Config | str | None = None, *, run_dir: PathLike, data: PathLi
             raise BadInputError(f"{run_dir} already holds a run with a checkpoint: leave out init_from to resume "
                                 "it, or give a new run_dir for the fine-tune")
         requested.train.init_from = str(init_from)
+    if requested is not None and has_run and latest_checkpoint(run_dir) is not None:
+        _check_same_config(run_dir, requested)
     if requested is None and not has_run:
         raise BadInputError(f"{run_dir} holds no run yet: give a config, e.g. "
                             "train(hpdm_core.preset('tiny'), data='data.h5', run_dir=...)")
@@ -181,7 +201,12 @@ class Model:
     step: int
     ema: bool  # the EMA weights (the default) or the raw ones
     notes: list[str] = field(default_factory=list)  # checkpoints passed over for the newest usable one
-    _encoders: dict = field(default_factory=dict, repr=False)
+    _encoders: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __repr__(self) -> str:  # not the whole network
+        return (f"Model({str(self.run_dir)!r}, step {self.step}{', EMA' if self.ema else ''}, {self.conditioning}-"
+                f"conditional, {'x'.join(map(str, self.config.model.target))} videos from "
+                f"{self.config.model.num_levels} levels, on {self.device})")
 
     @property
     def device(self) -> torch.device:
@@ -253,7 +278,7 @@ def load(run_dir: PathLike, checkpoint: PathLike | None = None, ema: bool = True
 
 # ----------------------------------------------------------------------------- sampling
 
-@dataclass
+@dataclass(repr=False)
 class Samples(SampleResult):
     """A SampleResult that also records how it was made (written into h5 outputs by save_videos)."""
 
@@ -261,6 +286,11 @@ class Samples(SampleResult):
     settings: SampleConfig | None = None  # the sampling settings used: the run's, with the overrides
     class_names: list[str] = field(default_factory=list)
     checkpoint_step: int = 0
+
+    def __repr__(self) -> str:  # not the pixels
+        what = f"prompts={self.prompts!r}" if self.prompts else f"labels={self.labels.tolist()}"
+        how = f", guidance {self.settings.guidance:g}, {self.settings.steps} steps" if self.settings else ""
+        return f"Samples(videos {list(self.videos.shape)} in [-1, 1], {what}, seed {self.seed}{how})"
 
 
 _SAMPLE_KEYS = tuple(f.name for f in dataclasses.fields(SampleConfig))

@@ -43,7 +43,9 @@ def example_section() -> tuple[str, str]:
         text = path.read_text(encoding="utf-8")
         heading = re.search(rf"^{re.escape(EXAMPLE_HEADING)}\s*$", text, re.M)
         if heading:
-            return path.name, text[heading.end():]
+            section = text[heading.end():]
+            following = re.search(r"^## ", section, re.M)  # the section ends where the next one begins
+            return path.name, section[:following.start()] if following else section
     raise AssertionError(f"neither README.md nor tests/public_api_example.md has a {EXAMPLE_HEADING!r} section")
 
 
@@ -88,6 +90,7 @@ def test_a_second_train_call_resumes_where_the_folder_stopped(tmp_path, data):
     folder = tmp_path / "run"
     first = hpdm.train(small_config(), run_dir=folder, data=data, device="cpu", tensorboard=False)
     assert (first.start_step, first.step, first.resumed) == (0, 2, False)
+    assert repr(first).startswith(f"Run({str(folder)!r}, steps 0->2 of 2")
     assert (folder / "config.toml").is_file() and first.checkpoint.name == "step_00000002.pt"
 
     second = hpdm.train(None, run_dir=folder, steps=4, device="cpu", tensorboard=False)
@@ -110,8 +113,9 @@ def test_train_leaves_the_callers_config_alone_and_takes_a_preset_name(tmp_path,
     cfg = small_config()
     hpdm.train(cfg, run_dir=tmp_path / "run", data=data, device="cpu", tensorboard=False)
     assert cfg.data.path == "" and cfg.data.fingerprint == ""  # the run's copy got them
-    with pytest.raises(BadInputError, match="different config"):  # a preset name is a config like any other
-        hpdm.train("tiny", run_dir=tmp_path / "run", device="cpu")
+    # A preset name is a config like any other; another config than the run's is refused, saying how to resume.
+    message = _message(lambda: hpdm.train("tiny", run_dir=tmp_path / "run", device="cpu"))
+    assert "different config: model.patch" in message and "config=None" in message and "--" not in message
 
 
 # ----------------------------------------------------------------------------- generate
@@ -121,6 +125,8 @@ def test_generate_uses_the_runs_sample_settings(model):
     default = hpdm.generate(model, classes=[0, 1])
     assert default.videos.shape == (2, 3, 4, 16, 16) and default.labels.tolist() == [0, 1]
     assert default.settings.guidance == 3.0 and default.settings.steps == 4
+    assert repr(default) == "Samples(videos [2, 3, 4, 16, 16] in [-1, 1], labels=[0, 1], seed 0, guidance 3, 4 steps)"
+    assert repr(model).startswith("Model(") and "4x16x16 videos from 2 levels" in repr(model)  # not the network
     explicit = hpdm.generate(model, classes=[0, 1], guidance=3.0, guidance_levels=1)
     unguided = hpdm.generate(model, classes=[0, 1], guidance=1)
     assert torch.equal(default.videos, explicit.videos)
