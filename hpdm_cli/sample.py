@@ -112,6 +112,8 @@ def sample(
     classes = classes or []
     if any(c < 0 for c in classes):
         raise BadInputError(f"--class must be >= 0, got {min(classes)}")
+    if len(classes) > 1 and len(classes) != num:  # the library's `classes`, said as the flag
+        raise BadInputError(f"give --class once or once per sample ({num}), got {len(classes)} classes")
     for path in output_files(out, fmt, num, prompts=bool(prompts)):
         check_output(path, overwrite)
     with dist_lib.process_group(device) as (env, run_device):

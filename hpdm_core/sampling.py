@@ -278,7 +278,7 @@ def resolve_labels(classes: list[int] | None, num: int, num_classes: int) -> tor
     elif len(classes) == num:
         labels = list(classes)
     else:
-        raise BadInputError(f"give --class once or once per sample ({num}), got {len(classes)} classes")
+        raise BadInputError(f"give `classes` once or once per sample ({num}), got {len(classes)} classes")
     bad = [c for c in labels if not 0 <= c < num_classes]
     if bad:
         raise BadInputError(f"class {bad[0]} is out of range: this model has classes 0..{num_classes - 1}")

@@ -28,7 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpdm_core import __version__
+from hpdm_core.version import __version__
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.files import atomic_write
 
