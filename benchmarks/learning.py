@@ -191,7 +191,8 @@ def main() -> None:
         seen = float(object_presence(videos, labels.numpy()).all(1).mean()) if synthetic else float("nan")
         pixels = {}
         if synthetic:
-            report = quality_report(videos, labels.numpy(), real_videos, real_labels)
+            # The top level is at the target resolution: its tokens are token[1:] pixels of the video.
+            report = quality_report(videos, labels.numpy(), real_videos, real_labels, tuple(cfg.model.token[1:]))
             pixels, reference = report["generated"], report["real"]
         gaps = label_gaps(run_dir, step)
         row = {"step": step, "loss": gaps.get("loss"), "accuracy": scores["accuracy"], "fd": scores["fd"],
