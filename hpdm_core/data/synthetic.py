@@ -18,6 +18,7 @@ colour and shape back from the pixels of (generated) videos.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -348,9 +349,6 @@ def describe_objects(videos: np.ndarray, colours: Sequence[str] | None = None, s
     # Distance of every cell to every palette colour: [N, F, h, w, C]
     distance = np.sqrt(((pooled[..., None, :] - palette) ** 2).sum(-1))
     votes = (distance < tolerance).sum((1, 2, 3))  # [N, C]
-    ys = (np.arange(h // cell, dtype=np.float32) + 0.5) * cell
-    xs = (np.arange(w // cell, dtype=np.float32) + 0.5) * cell
-    grid = np.arange(max(h, w), dtype=np.float32) + 0.5
     out: list[tuple[str | None, str | None]] = []
     for i in range(n):
         if votes[i].max() == 0:
@@ -359,20 +357,44 @@ def describe_objects(videos: np.ndarray, colours: Sequence[str] | None = None, s
         k = int(votes[i].argmax())
         shape_votes = np.zeros(len(shapes), np.int64)
         for t in range(f):
-            coverage = _coverage(pooled[i, t], palette[k], distance[i, t, ..., k], tolerance)
-            if coverage is None:
-                continue
-            area = float(coverage.sum()) * cell * cell
-            if area < 4:
-                continue
-            cy = float((coverage.sum(1) * ys).sum() / coverage.sum())
-            cx = float((coverage.sum(0) * xs).sum() / coverage.sum())
-            scores = []
-            for shape in shapes:
-                r = math.sqrt(area / _shape_area_factor(shape))
-                alpha = np.clip(0.5 - shape_distance(shape, grid[None, :w] - cx, grid[:h, None] - cy, r), 0, 1)
-                template = _pool(alpha[None, None, ..., None], cell)[0, 0, ..., 0]
-                scores.append(np.minimum(template, coverage).sum() / max(np.maximum(template, coverage).sum(), 1e-6))
-            shape_votes[int(np.argmax(scores))] += 1
+            found = measure_object(pooled[i, t], palette[k], distance[i, t, ..., k], shapes, cell, tolerance)
+            if found is not None:
+                shape_votes[int(np.argmax(found.shape_iou))] += 1
         out.append((colours[k], shapes[int(shape_votes.argmax())] if shape_votes.any() else None))
     return out
+
+
+@dataclasses.dataclass
+class FrameObject:
+    """The object of one colour in one frame: area in pixels, centroid (x, y) in pixels, and soft IoU
+    of its coverage with each shape of a list drawn at its centroid with the same area."""
+    area: float
+    centroid: tuple[float, float]
+    shape_iou: np.ndarray
+
+
+def measure_object(frame: np.ndarray, colour: np.ndarray, distance: np.ndarray, shapes: Sequence[str], cell: int,
+                   tolerance: float = 0.3) -> FrameObject | None:
+    """The object of `colour` in one pooled frame [h, w, 3] (0-1, `cell` x `cell` pixel averages), given
+    each cell's RGB distance to the colour [h, w]; None when the frame shows no such object (or one
+    smaller than 4 pixels)."""
+    coverage = _coverage(frame, colour, distance, tolerance)
+    if coverage is None:
+        return None
+    area = float(coverage.sum()) * cell * cell
+    if area < 4:
+        return None
+    h, w = coverage.shape
+    ys = (np.arange(h, dtype=np.float32) + 0.5) * cell
+    xs = (np.arange(w, dtype=np.float32) + 0.5) * cell
+    cy = float((coverage.sum(1) * ys).sum() / coverage.sum())
+    cx = float((coverage.sum(0) * xs).sum() / coverage.sum())
+    gx = np.arange(w * cell, dtype=np.float32) + 0.5 - cx
+    gy = np.arange(h * cell, dtype=np.float32) + 0.5 - cy
+    scores = []
+    for shape in shapes:
+        r = math.sqrt(area / _shape_area_factor(shape))
+        alpha = np.clip(0.5 - shape_distance(shape, gx[None, :], gy[:, None], r), 0, 1)
+        template = _pool(alpha[None, None, ..., None], cell)[0, 0, ..., 0]
+        scores.append(np.minimum(template, coverage).sum() / max(np.maximum(template, coverage).sum(), 1e-6))
+    return FrameObject(area, (cx, cy), np.array(scores, np.float64))
