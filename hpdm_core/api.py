@@ -22,6 +22,7 @@ import functools
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -483,7 +484,8 @@ def evaluate(real: PathLike, fake: PathLike | SampleResult, options: EvalOptions
                             f"{', '.join(f.name for f in dataclasses.fields(EvalOptions))}")
     options = dataclasses.replace(options or EvalOptions(), **changes).validate()
     o = options
-    with tempfile.TemporaryDirectory(prefix="hpdm-eval-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hpdm-eval-") as tmp, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         if isinstance(fake, SampleResult):  # videos in memory: through an npz, as eval-fvd reads them
             fake = save_videos(fake, Path(tmp) / "generated.npz")[0]
         result = fvd_evaluate(real, fake, i3d=o.i3d, c3d=o.c3d, c3d_mean=o.c3d_mean, random_i3d_seed=o.random_i3d_seed,
@@ -491,5 +493,7 @@ def evaluate(real: PathLike, fake: PathLike | SampleResult, options: EvalOptions
                               resolution=o.resolution, seed=o.seed, batch_size=o.batch_size, device=_device(o.device),
                               cache_dir=o.cache_dir, use_cache=o.use_cache, progress=progress, distributed=False,
                               repeat_real=o.repeat_real, classifier_path=o.classifier)
+    for warning in caught:  # each reason the number is not comparable, pointing at the caller's line
+        warnings.warn(warning.message, warning.category, stacklevel=2)
     assert result is not None  # only the non-main ranks of a distributed evaluation get None
     return result

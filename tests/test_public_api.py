@@ -281,7 +281,9 @@ def test_evaluate_is_eval_fvd_and_takes_videos_in_memory(tmp_path):
     generated = torch.rand(2, 3, 9, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     result = sampling.SampleResult(videos=generated, labels=torch.tensor([0, 1]))
     options = hpdm.EvalOptions(random_i3d_seed=0, num=2, frames=9, use_cache=False, device="cpu")
-    scores = hpdm.evaluate(real, result, options)
+    with pytest.warns(UserWarning, match="random-weight I3D") as caught:
+        scores = hpdm.evaluate(real, result, options)
+    assert {Path(w.filename) for w in caught} == {Path(__file__)}  # the warnings point at the caller's line
     saved = hpdm.save_videos(result, tmp_path / "fake.npz")[0]
     reference = fvd_evaluate(real, saved, random_i3d_seed=0, num=2, frames=9, use_cache=False)
     assert scores["fvd"] == reference["fvd"] and scores["fake_clips"] == 2 and scores["proxy"] is True
