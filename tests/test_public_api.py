@@ -118,6 +118,24 @@ def test_train_leaves_the_callers_config_alone_and_takes_a_preset_name(tmp_path,
     assert "different config: model.patch" in message and "config=None" in message and "--" not in message
 
 
+def test_train_takes_init_from_and_images(tmp_path, data):
+    base = small_config()
+    base.model.num_levels, base.model.levels_per_block = 1, [1, 1]
+    hpdm.train(base, run_dir=tmp_path / "base", data=data, device="cpu", tensorboard=False)
+    fine = hpdm.train(small_config(), run_dir=tmp_path / "fine", data=data, init_from=tmp_path / "base",
+                      device="cpu", tensorboard=False)
+    assert fine.init_report["source_step"] == 2 and fine.init_report["levels"] == 2
+    assert Path(fine.config.train.init_from).name == "step_00000002.pt" and (tmp_path / "fine/init_from.json").is_file()
+    resumed = hpdm.train(None, run_dir=tmp_path / "fine", steps=3, device="cpu", tensorboard=False)
+    assert (resumed.start_step, resumed.step) == (2, 3)  # a resume keeps where the run started from
+
+    images = make_synthetic(tmp_path / "stills.h5", num_videos=8, frames=4, resolution=16, still=True)
+    joint = small_config()
+    joint.train.image_batch_size = 2
+    run = hpdm.train(joint, run_dir=tmp_path / "joint", data=data, images=images, device="cpu", tensorboard=False)
+    assert run.config.data.image_path == str(images) and "loss_images" in run.metrics()[-1]
+
+
 # ----------------------------------------------------------------------------- generate
 
 def test_generate_uses_the_runs_sample_settings(model):
