@@ -83,8 +83,9 @@ class Run:
         return self.start_step > 0
 
     def __repr__(self) -> str:  # the config and the report are long: what a notebook wants at a glance
+        checkpoint = str(self.checkpoint) if self.checkpoint else None
         return (f"Run({str(self.run_dir)!r}, steps {self.start_step}->{self.step} of {self.config.train.steps}, "
-                f"{self.num_parameters:,} parameters, checkpoint={str(self.checkpoint) if self.checkpoint else None!r})")
+                f"{self.num_parameters:,} parameters, checkpoint={checkpoint!r})")
 
     def metrics(self) -> list[dict[str, Any]]:
         """The logged steps of RUN/metrics.jsonl (loss per level, learning rate, label gap, ...)."""
