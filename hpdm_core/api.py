@@ -147,6 +147,8 @@ def train(config: Config | str | None = None, *, run_dir: PathLike, data: PathLi
         _count("steps", steps, 1)
     requested = _requested(config)
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInputError(f"run_dir {run_dir} is a file, not a folder")
     has_run = (run_dir / CONFIG_NAME).is_file()
     if init_from is not None:
         if requested is None:
@@ -258,6 +260,8 @@ class Model:
             raise MissingResourceError("the run does not record its text encoder: pass text_encoder=PATH (the folder "
                                        "its dataset's captions were encoded with)")
         key = str(path)
+        if Path(path).is_file():
+            raise BadInputError(f"text_encoder {path} is a file; give the folder holding config.json and the weights")
         if key not in self._encoders:
             self._encoders[key] = load_text_encoder(path, device=self.device,
                                                     max_tokens=self.config.data.text_max_tokens or None)
@@ -273,6 +277,11 @@ class Model:
 def load(run_dir: PathLike, checkpoint: PathLike | None = None, ema: bool = True,
          device: str | torch.device = "auto") -> Model:
     """The newest usable checkpoint of `run_dir` (or `checkpoint`), EMA weights unless ema=False."""
+    from hpdm_core.checkpoint import latest_checkpoint
+
+    if checkpoint is None and (Path(run_dir) / CONFIG_NAME).is_file() and latest_checkpoint(run_dir) is None:
+        raise BadInputError(f"{run_dir} holds no checkpoint yet: train it first (hpdm_core.train(..., "
+                            f"run_dir={str(run_dir)!r}))")
     config, denoiser, info = load_for_inference(run_dir, checkpoint, use_ema=ema, device=_device(device))
     return Model(denoiser=denoiser, config=config, run_dir=Path(run_dir), checkpoint=Path(info["path"]),
                  step=info["step"], ema=info["ema"], notes=list(info["notes"]))

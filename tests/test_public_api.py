@@ -202,6 +202,11 @@ def _message(call) -> str:
 
 
 def test_errors_name_arguments_not_flags(model, run_dir, data, tmp_path):
+    from hpdm_core.config import save
+
+    config_only = tmp_path / "config_only"  # a run folder that has not trained yet
+    config_only.mkdir()
+    save(small_config(), config_only / "config.toml")
     cases = [
         (lambda: hpdm.generate(model, classes=[0, 1], num=3), "`classes` once or once per sample"),
         (lambda: hpdm.generate(model, classes=["no_such_class"]), "classes: 'no_such_class'"),
@@ -218,6 +223,8 @@ def test_errors_name_arguments_not_flags(model, run_dir, data, tmp_path):
         (lambda: hpdm.train(small_config(), run_dir=run_dir, init_from=run_dir), "leave out init_from"),
         (lambda: hpdm.train(small_config(), run_dir=tmp_path / "d", data=data, device="tpu"), "device='tpu'"),
         (lambda: hpdm.train(small_config(), run_dir=tmp_path / "e", data=data, fsdp=True), "fsdp=True"),
+        (lambda: hpdm.train(small_config(), run_dir=data, data=data), "run_dir"),
+        (lambda: hpdm.load(config_only), "holds no checkpoint yet: train it first"),
         (lambda: hpdm.save_videos(hpdm.generate(model, steps=1, num=1, num_levels=1), tmp_path / "x.avi"),
          "fmt 'avi'"),
         (lambda: hpdm.evaluate(data, data, num=1), "num must be"),
@@ -284,6 +291,8 @@ def test_prompts_go_through_the_runs_text_encoder(tmp_path):
         hpdm.generate(model, prompts=CAPTIONS, text_encoder=tmp_path / "other")
     with pytest.raises(BadInputError, match="give `prompts`"):
         hpdm.generate(model, classes=[0])
+    with pytest.raises(BadInputError, match="text_encoder .* is a file"):
+        hpdm.generate(model, prompts=CAPTIONS, text_encoder=data)
     with pytest.raises(MissingResourceError, match="does not exist"):
         hpdm.generate(model, prompts=CAPTIONS, text_encoder=tmp_path / "missing")
 
