@@ -22,6 +22,7 @@ import functools
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -82,8 +83,9 @@ class Run:
         return self.start_step > 0
 
     def __repr__(self) -> str:  # the config and the report are long: what a notebook wants at a glance
+        checkpoint = str(self.checkpoint) if self.checkpoint else None
         return (f"Run({str(self.run_dir)!r}, steps {self.start_step}->{self.step} of {self.config.train.steps}, "
-                f"{self.num_parameters:,} parameters, checkpoint={str(self.checkpoint) if self.checkpoint else None!r})")
+                f"{self.num_parameters:,} parameters, checkpoint={checkpoint!r})")
 
     def metrics(self) -> list[dict[str, Any]]:
         """The logged steps of RUN/metrics.jsonl (loss per level, learning rate, label gap, ...)."""
@@ -145,6 +147,8 @@ def train(config: Config | str | None = None, *, run_dir: PathLike, data: PathLi
         _count("steps", steps, 1)
     requested = _requested(config)
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInputError(f"run_dir {run_dir} is a file, not a folder")
     has_run = (run_dir / CONFIG_NAME).is_file()
     if init_from is not None:
         if requested is None:
@@ -256,6 +260,8 @@ class Model:
             raise MissingResourceError("the run does not record its text encoder: pass text_encoder=PATH (the folder "
                                        "its dataset's captions were encoded with)")
         key = str(path)
+        if Path(path).is_file():
+            raise BadInputError(f"text_encoder {path} is a file; give the folder holding config.json and the weights")
         if key not in self._encoders:
             self._encoders[key] = load_text_encoder(path, device=self.device,
                                                     max_tokens=self.config.data.text_max_tokens or None)
@@ -271,6 +277,11 @@ class Model:
 def load(run_dir: PathLike, checkpoint: PathLike | None = None, ema: bool = True,
          device: str | torch.device = "auto") -> Model:
     """The newest usable checkpoint of `run_dir` (or `checkpoint`), EMA weights unless ema=False."""
+    from hpdm_core.checkpoint import latest_checkpoint
+
+    if checkpoint is None and (Path(run_dir) / CONFIG_NAME).is_file() and latest_checkpoint(run_dir) is None:
+        raise BadInputError(f"{run_dir} holds no checkpoint yet: train it first (hpdm_core.train(..., "
+                            f"run_dir={str(run_dir)!r}))")
     config, denoiser, info = load_for_inference(run_dir, checkpoint, use_ema=ema, device=_device(device))
     return Model(denoiser=denoiser, config=config, run_dir=Path(run_dir), checkpoint=Path(info["path"]),
                  step=info["step"], ema=info["ema"], notes=list(info["notes"]))
@@ -483,7 +494,8 @@ def evaluate(real: PathLike, fake: PathLike | SampleResult, options: EvalOptions
                             f"{', '.join(f.name for f in dataclasses.fields(EvalOptions))}")
     options = dataclasses.replace(options or EvalOptions(), **changes).validate()
     o = options
-    with tempfile.TemporaryDirectory(prefix="hpdm-eval-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hpdm-eval-") as tmp, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         if isinstance(fake, SampleResult):  # videos in memory: through an npz, as eval-fvd reads them
             fake = save_videos(fake, Path(tmp) / "generated.npz")[0]
         result = fvd_evaluate(real, fake, i3d=o.i3d, c3d=o.c3d, c3d_mean=o.c3d_mean, random_i3d_seed=o.random_i3d_seed,
@@ -491,5 +503,7 @@ def evaluate(real: PathLike, fake: PathLike | SampleResult, options: EvalOptions
                               resolution=o.resolution, seed=o.seed, batch_size=o.batch_size, device=_device(o.device),
                               cache_dir=o.cache_dir, use_cache=o.use_cache, progress=progress, distributed=False,
                               repeat_real=o.repeat_real, classifier_path=o.classifier)
+    for warning in caught:  # each reason the number is not comparable, pointing at the caller's line
+        warnings.warn(warning.message, warning.category, stacklevel=2)
     assert result is not None  # only the non-main ranks of a distributed evaluation get None
     return result

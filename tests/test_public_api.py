@@ -118,6 +118,24 @@ def test_train_leaves_the_callers_config_alone_and_takes_a_preset_name(tmp_path,
     assert "different config: model.patch" in message and "config=None" in message and "--" not in message
 
 
+def test_train_takes_init_from_and_images(tmp_path, data):
+    base = small_config()
+    base.model.num_levels, base.model.levels_per_block = 1, [1, 1]
+    hpdm.train(base, run_dir=tmp_path / "base", data=data, device="cpu", tensorboard=False)
+    fine = hpdm.train(small_config(), run_dir=tmp_path / "fine", data=data, init_from=tmp_path / "base",
+                      device="cpu", tensorboard=False)
+    assert fine.init_report["source_step"] == 2 and fine.init_report["levels"] == 2
+    assert Path(fine.config.train.init_from).name == "step_00000002.pt" and (tmp_path / "fine/init_from.json").is_file()
+    resumed = hpdm.train(None, run_dir=tmp_path / "fine", steps=3, device="cpu", tensorboard=False)
+    assert (resumed.start_step, resumed.step) == (2, 3)  # a resume keeps where the run started from
+
+    images = make_synthetic(tmp_path / "stills.h5", num_videos=8, frames=4, resolution=16, still=True)
+    joint = small_config()
+    joint.train.image_batch_size = 2
+    run = hpdm.train(joint, run_dir=tmp_path / "joint", data=data, images=images, device="cpu", tensorboard=False)
+    assert run.config.data.image_path == str(images) and "loss_images" in run.metrics()[-1]
+
+
 # ----------------------------------------------------------------------------- generate
 
 def test_generate_uses_the_runs_sample_settings(model):
@@ -184,6 +202,11 @@ def _message(call) -> str:
 
 
 def test_errors_name_arguments_not_flags(model, run_dir, data, tmp_path):
+    from hpdm_core.config import save
+
+    config_only = tmp_path / "config_only"  # a run folder that has not trained yet
+    config_only.mkdir()
+    save(small_config(), config_only / "config.toml")
     cases = [
         (lambda: hpdm.generate(model, classes=[0, 1], num=3), "`classes` once or once per sample"),
         (lambda: hpdm.generate(model, classes=["no_such_class"]), "classes: 'no_such_class'"),
@@ -200,6 +223,8 @@ def test_errors_name_arguments_not_flags(model, run_dir, data, tmp_path):
         (lambda: hpdm.train(small_config(), run_dir=run_dir, init_from=run_dir), "leave out init_from"),
         (lambda: hpdm.train(small_config(), run_dir=tmp_path / "d", data=data, device="tpu"), "device='tpu'"),
         (lambda: hpdm.train(small_config(), run_dir=tmp_path / "e", data=data, fsdp=True), "fsdp=True"),
+        (lambda: hpdm.train(small_config(), run_dir=data, data=data), "run_dir"),
+        (lambda: hpdm.load(config_only), "holds no checkpoint yet: train it first"),
         (lambda: hpdm.save_videos(hpdm.generate(model, steps=1, num=1, num_levels=1), tmp_path / "x.avi"),
          "fmt 'avi'"),
         (lambda: hpdm.evaluate(data, data, num=1), "num must be"),
@@ -266,6 +291,8 @@ def test_prompts_go_through_the_runs_text_encoder(tmp_path):
         hpdm.generate(model, prompts=CAPTIONS, text_encoder=tmp_path / "other")
     with pytest.raises(BadInputError, match="give `prompts`"):
         hpdm.generate(model, classes=[0])
+    with pytest.raises(BadInputError, match="text_encoder .* is a file"):
+        hpdm.generate(model, prompts=CAPTIONS, text_encoder=data)
     with pytest.raises(MissingResourceError, match="does not exist"):
         hpdm.generate(model, prompts=CAPTIONS, text_encoder=tmp_path / "missing")
 
@@ -281,7 +308,9 @@ def test_evaluate_is_eval_fvd_and_takes_videos_in_memory(tmp_path):
     generated = torch.rand(2, 3, 9, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     result = sampling.SampleResult(videos=generated, labels=torch.tensor([0, 1]))
     options = hpdm.EvalOptions(random_i3d_seed=0, num=2, frames=9, use_cache=False, device="cpu")
-    scores = hpdm.evaluate(real, result, options)
+    with pytest.warns(UserWarning, match="random-weight I3D") as caught:
+        scores = hpdm.evaluate(real, result, options)
+    assert {Path(w.filename) for w in caught} == {Path(__file__)}  # the warnings point at the caller's line
     saved = hpdm.save_videos(result, tmp_path / "fake.npz")[0]
     reference = fvd_evaluate(real, saved, random_i3d_seed=0, num=2, frames=9, use_cache=False)
     assert scores["fvd"] == reference["fvd"] and scores["fake_clips"] == 2 and scores["proxy"] is True
