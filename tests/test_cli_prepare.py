@@ -9,20 +9,10 @@ from pathlib import Path
 import h5py
 import pytest
 
-from hpdm_cli.app import main
 from test_ucf101 import CORRUPT, VIDEOS, build_mini_ucf101
+from tests.helpers import hpdm
 
 
-def hpdm(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["hpdm", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, " ".join(err.split())  # Rich wraps messages at the terminal width
 
 
 def test_synthetic_then_info(tmp_path, monkeypatch, capsys):

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from tests.test_cli_prepare import hpdm
+from tests.helpers import hpdm
 from hpdm_core.data.h5store import VideoStoreWriter
 from hpdm_core.text.encoder import build_random_t5, load_text_encoder
 from hpdm_core.text.store import encode_file

@@ -15,7 +15,6 @@ import torch
 
 pytest.importorskip("transformers")
 
-from hpdm_cli.app import main  # noqa: E402
 from hpdm_core.data.h5store import VideoStore  # noqa: E402
 from hpdm_core.data.synthetic import make_synthetic  # noqa: E402
 from hpdm_core.errors import BadInputError, MissingResourceError  # noqa: E402
@@ -23,6 +22,7 @@ from hpdm_core.text import encoder as text_encoder  # noqa: E402
 from hpdm_core.text.encoder import (RANDOM_FLAG, build_random_t5, check_fingerprint, folder_fingerprint,  # noqa: E402
                                     load_text_encoder)
 from hpdm_core.text.store import TextEmbeddings, encode_file, encode_prompts  # noqa: E402
+from tests.helpers import hpdm
 
 CAPTIONS = ["a red disc drifting to the upper left", "", "blue square moving right, slowly, and then a long way "
             "down towards the bottom edge of the frame", "ein grüner Würfel", "red circle moving up and left"]
@@ -30,16 +30,6 @@ CAPTIONS = ["a red disc drifting to the upper left", "", "blue square moving rig
 BATCH_ATOL = 1e-5
 
 
-def hpdm(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["hpdm", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, " ".join(err.split())
 
 
 @pytest.fixture

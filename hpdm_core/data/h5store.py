@@ -53,19 +53,17 @@ def compression_args(compression: str) -> dict[str, Any]:
     return {"compression": "lzf"}
 
 
-class VideoStore:
-    """Read-only view of a dataset file; opens the HDF5 handle on first use in each process."""
+class LazyH5File:
+    """A read-only HDF5 file opened on first use in each process. Pickling carries only the path, so
+    every DataLoader worker (fork or spawn) opens its own handle."""
 
-    def __init__(self, path: str | os.PathLike, check: bool = True):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._file: h5py.File | None = None
         self._pid: int | None = None
-        if check:
-            self.validate()
 
-    # Pickling carries only the path: every DataLoader worker reopens the file itself.
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_file": None, "_pid": None}
+        return {**self.__dict__, "_file": None, "_pid": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -81,6 +79,15 @@ class VideoStore:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
         self._file = None
+
+
+class VideoStore(LazyH5File):
+    """Read-only view of a dataset file; opens the HDF5 handle on first use in each process."""
+
+    def __init__(self, path: str | os.PathLike, check: bool = True):
+        super().__init__(path)
+        if check:
+            self.validate()
 
     def validate(self) -> None:
         """Raise a clear error unless the path is a complete dataset file."""

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import h5py
 import numpy as np
 
-from hpdm_core.data.h5store import VideoStore
+from hpdm_core.data.h5store import LazyH5File, VideoStore
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.files import check_output
 from hpdm_core.text.encoder import TextEncoder
@@ -154,33 +154,13 @@ def encode_prompts(encoder: TextEncoder, prompts: Sequence[str]) -> tuple[np.nda
     return hidden.numpy().astype(np.float16), mask.numpy()
 
 
-class TextEmbeddings:
+class TextEmbeddings(LazyH5File):
     """Read-only view of a dataset file's text group; opens the HDF5 handle on first use in each process
     (picklable into DataLoader workers, like VideoStore)."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
+        super().__init__(path)
         self._validate()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_file": None, "_pid": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    @property
-    def file(self) -> h5py.File:
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._file
-
-    def close(self) -> None:
-        if self._file is not None and self._pid == os.getpid():
-            self._file.close()
-        self._file = None
 
     def _validate(self) -> None:
         if not self.path.exists():
