@@ -114,7 +114,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     bf16: bool = True  # autocast on CUDA only
-    # torch.compile of the denoiser (CUDA graphs on one GPU); off: slower on the CPU (README, "Compiled steps")
+    # torch.compile of the denoiser (CUDA graphs on one GPU); off: minutes of compiling on a CPU for little
+    # gain there (README, "Compiled steps")
     compile: bool = False
 
 
