@@ -15,7 +15,7 @@ memory: the rank's DataLoader exactly as training builds it (StepBatches, batch_
     Reported: the peak of each sum, the main process's own before the loader started (torch, the
     dataset object) and the loader's share (peak Pss - that). The dataset's page cache is not in either.
 rate: rows/s of one worker (one thread, in this process, StepBatches[step] for --rate-rows rows), and
-    the workers a rank feeding one H200 (HPDM-S: 33.6 rows/s, README "On a GPU") needs to keep ahead.
+    the workers a rank feeding one H200 (HPDM-S: 33.6 rows/s, docs/scaling.md, "On a GPU") needs to keep ahead.
 
 --path old measures the clip->patch path before issue 23 (every row's clip converted to float32 and the
 whole batch stacked and box-filtered at once: 100 MB a row while a batch is built); it is here for that
@@ -45,7 +45,7 @@ from hpdm_core.pyramid import PatchGeometry, extract_hierarchy, sample_nested_of
 from hpdm_core.seeding import DATA_STREAM, generator  # noqa: E402
 
 GEOMETRY = PatchGeometry((16, 64, 64), 3)  # HPDM's paper size: a 64x256x256 target
-H200_ROWS_PER_S = 33.6  # HPDM-S training on one H200, batch 8 (README, "On a GPU")
+H200_ROWS_PER_S = 33.6  # HPDM-S training on one H200, batch 8 (docs/scaling.md, "On a GPU")
 
 
 class OldStepBatches(StepBatches):

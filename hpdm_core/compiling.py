@@ -19,9 +19,16 @@ def cuda_graphs(device: torch.device | str, world_size: int = 1) -> bool:
     return torch.device(device).type == "cuda" and world_size == 1
 
 
+# torch.compile's backend: inductor generates fused kernels (C++ on a CPU: gcc compiles them, minutes
+# for a network the first time). The tests swap in "aot_eager" (the same graph capture of forward and
+# backward, run by the eager kernels), which checks everything but the kernels in seconds.
+BACKEND = "inductor"
+
+
 def compile_module(module: nn.Module, device: torch.device | str, world_size: int = 1) -> nn.Module:
     """`module` compiled; attributes and state dict stay the module's (OptimizedModule delegates them)."""
-    return torch.compile(module, mode="reduce-overhead" if cuda_graphs(device, world_size) else None, dynamic=False)
+    graphs = cuda_graphs(device, world_size) and BACKEND == "inductor"
+    return torch.compile(module, backend=BACKEND, mode="reduce-overhead" if graphs else None, dynamic=False)
 
 
 class CompiledDenoiser:

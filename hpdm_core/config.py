@@ -55,14 +55,14 @@ class ModelConfig:
     adaptive_computation: bool = True  # false: every block processes every level ([num_levels] * num_blocks)
     fusion: str = "deep"  # deep | shallow | none
     detach_context: bool = False
-    # Not in the paper (README, "The network"): the gradient that levels >= 1 send into the lower
+    # Not in the paper (docs/training.md, "The network"): the gradient that levels >= 1 send into the lower
     # levels' activations through the context is multiplied by this; 1 = the paper, 0 = detach_context.
     context_grad_scale: float = 1.0
     use_coords: bool = True
-    # Not in the paper (README, "The network"): the noise level, pyramid level and class also scale and
+    # Not in the paper (docs/training.md, "The network"): the noise level, pyramid level and class also scale and
     # shift every interface token, as adaLN-Zero does in DiT; false = conditioning through latents only.
     interface_conditioning: bool = True
-    # Not in the paper (README, "The network"): a depthwise 3x3 convolution over each frame's token grid
+    # Not in the paper (docs/training.md, "The network"): a depthwise 3x3 convolution over each frame's token grid
     # after every block's write, gated by the conditioning and zero-initialised, so that neighbouring
     # tokens can agree.
     token_mixing: bool = False
@@ -150,7 +150,8 @@ class TrainConfig:
     # embedding) or "fresh" (initialised as a new run would). See hpdm_core.init_from.
     init_from: str = ""
     init_new_levels: str = "top"
-    # torch.compile of the denoiser (CUDA graphs on one GPU); off: slower on the CPU (README, "Compiled steps")
+    # torch.compile of the denoiser (CUDA graphs on one GPU); off: minutes of compiling on a CPU for little
+    # gain there (docs/scaling.md, "Compiled steps")
     compile: bool = False
 
 
@@ -253,7 +254,7 @@ def _tiny() -> Config:
     # 81 % at 0.0, 38 % at 0.4 (P_std 1.4); label gap at sigma 8 0.012 -> 0.127 (-1.2 -> 0.0).
     cfg.diffusion.p_mean, cfg.diffusion.p_std = 0.0, 1.4
     # Interface tokens meet only through the latents: a short run predicted each 4x4-pixel token
-    # from its own noisy pixels and generated a mosaic of per-token colours (README, "The network").
+    # from its own noisy pixels and generated a mosaic of per-token colours (docs/training.md, "The network").
     m.token_mixing = True
     # A milder per-level noise shift than 0.5: the top level (median sigma 4 at 0.5) was trained so
     # rarely at low noise that it kept a per-pixel grain. Quickstart runs (600 steps, token mixing):

@@ -7,7 +7,8 @@ backward), which F.scaled_dot_product_attention calls on a CPU, so it would coun
 CPU_ATTENTION adds the formula it uses for the CUDA kernels. Left out everywhere: grid_sample (deep
 and shallow fusion), normalisations, activations, softmax outside fused attention, additions, the
 optimizer and the EMA: elementwise work, a few FLOPs per value against hundreds per value in the
-matmuls (README, "FLOPs and utilisation", gives its share for HPDM).
+matmuls. In HPDM the largest of them is deep fusion's grid_sample: 8 multiply-adds per sampled value
+and lower level, against the fusion projection's 2D + 3 per value (width D): under 1 % at D = 1024.
 """
 
 from __future__ import annotations

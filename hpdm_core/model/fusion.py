@@ -8,6 +8,8 @@ level's RGB patch, resampled at the current level's pixels, to the network input
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -31,7 +33,8 @@ def sample_float32(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     and 12 % of a pixel in shallow fusion at 64 px. Callers cast the result back.
     """
     dtype = torch.promote_types(volume.dtype, torch.float32)
-    with torch.autocast(volume.device.type, enabled=False):
+    device = volume.device.type
+    with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
         # mode "bilinear" on a 5-D input is trilinear; border padding keeps edge tokens from fading to zero.
         return F.grid_sample(volume.to(dtype), grid.to(dtype), mode="bilinear", padding_mode="border",
                              align_corners=False)
