@@ -14,7 +14,8 @@ unchanged:
 A second table shows how much the denoised patches look like a mosaic of interface tokens: the mean
 squared step between neighbouring pixels across a token's edge over the one inside a token (h and w
 axes), divided by the same ratio of the clean patches. 1: token edges are as smooth as the data's;
-well above 1: each token is predicted on its own (the per-token colour mosaic of issue 10).
+well above 1: each token is predicted on its own (the per-token colour mosaic of issue 10). The
+same measure of generated videos against real ones is `hpdm_core.video_quality.token_mosaic`.
 """
 
 from __future__ import annotations
@@ -31,17 +32,7 @@ from hpdm_core.checkpoint import load_for_inference  # noqa: E402
 from hpdm_core.data.dataset import ClipDataset  # noqa: E402
 from hpdm_core.diffusion import context_sigma  # noqa: E402
 from hpdm_core.training import StepBatches  # noqa: E402
-
-
-def edge_ratio(x: torch.Tensor, token: tuple[int, int, int]) -> float:
-    """Mean squared step between neighbouring pixels across token edges / inside tokens, h and w axes
-    of x [..., f, h, w]."""
-    across, inside = 0.0, 0.0
-    for axis, size in ((-2, token[1]), (-1, token[2])):
-        step = x.diff(dim=axis).square().movedim(axis, 0)  # step i lies between pixels i and i + 1
-        edge = (torch.arange(step.shape[0]) + 1) % size == 0
-        across, inside = across + float(step[edge].mean()), inside + float(step[~edge].mean())
-    return across / inside
+from hpdm_core.video_quality import edge_ratio  # noqa: E402
 
 
 @torch.no_grad()
@@ -54,7 +45,7 @@ def quality_tables(denoiser, chains: dict[str, torch.Tensor], sigmas: list[float
     context = torch.tensor([context_sigma(k, diffusion_cfg) for k in range(levels)])
     errors, mosaic = [], []
     for level in range(levels):
-        clean = edge_ratio(x[:, level], token)
+        clean = edge_ratio(x[:, level], token[1:])  # h and w: the last two axes
         error_row, mosaic_row = [], []
         for s in sigmas:
             sigma = context.expand(batch, levels).clone()
@@ -62,7 +53,7 @@ def quality_tables(denoiser, chains: dict[str, torch.Tensor], sigmas: list[float
             noisy = x + torch.randn(x.shape, generator=generator) * sigma[..., None, None, None, None]
             denoised = denoiser(noisy, sigma, offsets, labels)[:, level]
             error_row.append(float((denoised - x[:, level]).square().mean()) / s ** 2)
-            mosaic_row.append(edge_ratio(denoised, token) / clean)
+            mosaic_row.append(edge_ratio(denoised, token[1:]) / clean)
         errors.append(error_row)
         mosaic.append(mosaic_row)
     return errors, mosaic

@@ -3,9 +3,17 @@
 1. activation caching on vs off (paper: about 40 % faster; the gain grows with the cost of the lower
    levels, i.e. with adaptive computation, where the lower levels run through more blocks);
 2. adaptive computation on (levels_per_block ramp) vs off ([L+1] * B) at inference;
-3. every overlap mode's time against `none`, beside its theoretical ratio of tile evaluations.
+3. every overlap mode's time against `none`, beside its theoretical ratio of tile evaluations;
+4. with --paper-steps (instead of 1-3): the paper's 128 level-0 steps with h/w overlap (the metrics
+   setting) and full overlap (the visual setting): network evaluations per video (exact counts),
+   time per video, and what an FVD@2048 evaluation (2048 videos) takes on one GPU and on 8
+   (extrapolated from the measured time per video: the videos are independent);
+5. with --compile: sample.compile (torch.compile of the denoiser; CUDA graphs on a GPU) against eager
+   at the settings of 1 (compiling happens in a warm-up run, outside the timing), and the largest
+   pixel difference between the two (float32 rounding; tests/test_compile.py holds it under 1e-4).
 
     python benchmarks/sample_speed.py [--device cpu|cuda] [--steps 8] [--num 1] [--repeats 2] [--size cpu|tiny|paper]
+                                      [--paper-steps [--fvd-steps 128]] [--compile]
 
 Sizes: cpu (the CPU default) is a small 16x64x64 model; tiny (the CUDA default) the tiny preset;
 paper is HPDM-S of the paper's Table 7 (64x256x256 videos from 16x64x64 patches), for a GPU.
@@ -58,6 +66,29 @@ def timed(denoiser, options: SampleConfig, num: int, device: torch.device, repea
     return best
 
 
+def paper_steps(denoiser, steps: int, num: int, device: torch.device, tile_batch: int) -> None:
+    """Section 4: evaluations and time per video at the paper's step count, and FVD@2048's cost."""
+    geometry = denoiser.geometry
+    print(f"\n4. N0 = {steps} steps (level l: N0 // 2**l), {num} video(s) timed per setting")
+    for overlap, what in (("hw", "metrics"), ("fhw", "visual")):
+        options = SampleConfig(steps=steps, overlap=overlap, tile_batch=tile_batch)
+        evaluations = count_tile_evaluations(geometry, options, 1)
+        per_video = timed(denoiser, options, num, device, 1) / num
+        print(f"  overlap {overlap:3s} ({what} setting): {evaluations:,} network evaluations per video, "
+              f"{per_video:.1f} s per video; FVD@2048: {2048 * per_video / 3600:.2f} h on one {device.type.upper()}, "
+              f"{2048 * per_video / 8 / 3600:.2f} h on 8")
+
+
+def compiled_vs_eager(denoiser, options: SampleConfig, num: int, device: torch.device, repeats: int) -> None:
+    """Section 5: sample.compile against eager, same videos up to float32 rounding."""
+    labels = torch.arange(num) % denoiser.num_classes
+    runs = {flag: generate(denoiser, labels, seed=0, options=options.replace(compile=flag), batch_size=num,
+                           device=device).videos for flag in (False, True)}  # also the compiling warm-up
+    eager, compiled = (timed(denoiser, options.replace(compile=flag), num, device, repeats) for flag in (False, True))
+    print(f"\n5. sample.compile (overlap {options.overlap}): {compiled:.2f} s vs {eager:.2f} s eager -> "
+          f"{eager / compiled:.2f}x; largest pixel difference {(runs[True] - runs[False]).abs().max():.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -66,6 +97,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tile-batch", type=int, default=0)
     parser.add_argument("--size", choices=["cpu", "tiny", "paper"], help="default: cpu on a CPU, tiny on a GPU")
+    parser.add_argument("--paper-steps", action="store_true", help="section 4 only: the paper's step counts, FVD@2048")
+    parser.add_argument("--fvd-steps", type=int, default=128, help="level-0 steps of section 4 (the paper's 128)")
+    parser.add_argument("--compile", action="store_true", help="section 5 only: sample.compile against eager")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -81,6 +115,12 @@ def main() -> None:
           f"N0 = {args.steps}, {args.num} video(s) per run, best of {args.repeats} "
           f"({'CPU seconds, one thread' if device.type == 'cpu' else 'wall seconds'})")
     timed(models[True], SampleConfig(steps=1, overlap="none", tile_batch=args.tile_batch), 1, device, 1)  # warm-up
+    if args.paper_steps or args.compile:
+        if args.paper_steps:
+            paper_steps(models[True], args.fvd_steps, args.num, device, args.tile_batch)
+        if args.compile:
+            compiled_vs_eager(models[True], base, args.num, device, args.repeats)
+        return
 
     print("\n1-2. caching x adaptive computation (overlap hw)")
     times = {}

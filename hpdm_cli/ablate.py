@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpdm_cli.common import flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, flag, print_json, stderr, stdout
 
 
 class Suite(str, Enum):
@@ -30,7 +30,7 @@ def ablate(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file applied over the preset.")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="section.key=value for every variant "
                                                            "(repeatable).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps of every variant (equal budgets).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", max=INT64_MAX, help="Training steps of every variant (equal budgets).")] = None,
     variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated subset of default, shallow, "
                                                     "detach, no-adaptive, no-coords (default: all).")] = None,
     run: Annotated[Optional[Path], typer.Option("--run", help="Inference suite: the run folder to sample.")] = None,
@@ -39,13 +39,13 @@ def ablate(
     i3d: Annotated[Optional[Path], typer.Option("--i3d", help="I3D weights for FVD (i3d_torchscript.pt or "
                                                 "i3d_pretrained_400.pt); without: a labelled proxy FD with a random "
                                                 "I3D.")] = None,
-    num: Annotated[int, typer.Option("--num", help="Generated (and real) videos per distance: FVD@N.")] = 512,
-    seed: Annotated[int, typer.Option("--seed", help="Sampling seed, the same for every variant.")] = 0,
-    sample_steps: Annotated[Optional[int], typer.Option("--sample-steps", help="Level-0 sampling steps (default: "
+    num: Annotated[int, typer.Option("--num", max=INT64_MAX, help="Generated (and real) videos per distance: FVD@N.")] = 512,
+    seed: Annotated[int, typer.Option("--seed", max=INT64_MAX, help="Sampling seed, the same for every variant.")] = 0,
+    sample_steps: Annotated[Optional[int], typer.Option("--sample-steps", max=INT64_MAX, help="Level-0 sampling steps (default: "
                                                         "the config's).")] = None,
     overlap: Annotated[Optional[str], typer.Option("--overlap", help="Architecture suite: overlap used to sample "
                                                    "(default: the config's sample.overlap).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Videos sampled together.")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", max=INT64_MAX, help="Videos sampled together.")] = 4,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     json_out: Annotated[bool, flag("--json", "Print the results as JSON on stdout.")] = False,
 ) -> None:
@@ -53,6 +53,8 @@ def ablate(
     from hpdm_core import ablation, report
     from hpdm_core.errors import BadInputError
 
+    if overlap is not None and not overlap.strip():  # an unset shell variable, not a choice of "none"
+        raise BadInputError("--overlap is empty: give none or letters of fhw (e.g. hw)")
     options = ablation.SuiteOptions(out=out, num=num, seed=seed, sample_steps=sample_steps, overlap=overlap,
                                     batch_size=batch_size, device=device, i3d=i3d)
     if i3d is None:

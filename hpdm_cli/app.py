@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from hpdm_cli import ablate, classifier, evaluate, prepare, sample, train
+from hpdm_cli import ablate, classifier, evaluate, prepare, sample, text, train
 from hpdm_cli.common import Command, Group, stderr
 from hpdm_core.errors import HPDMError
+from hpdm_core.files import is_disk_full
 
 app = typer.Typer(
     name="hpdm",
@@ -46,9 +47,11 @@ app.command("eval-fvd", cls=Command)(evaluate.eval_fvd)
 app.command("convert-i3d", cls=Command)(evaluate.convert_i3d)
 app.command(cls=Command)(ablate.ablate)
 app.add_typer(prepare.prepare_app, name="prepare")
+app.command("encode-text", cls=Command)(text.encode_text)
+app.command("random-text-encoder", cls=Command)(text.random_text_encoder)
 
 
-def _fail(err: Exception, code: int) -> None:
+def _fail(err: Exception | str, code: int) -> None:
     # soft_wrap: a path in a message stays on one line, copyable from a CI log
     stderr.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
     sys.exit(code)
@@ -62,5 +65,10 @@ def main() -> None:
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/]")
         sys.exit(130)
-    except OSError as err:  # a full disk, a file that vanished: the message, not a traceback
+    except (OSError, RuntimeError) as err:  # a full disk, a file that vanished: the message, not a traceback
+        if is_disk_full(err):  # a writer that no `atomic_write` / `reporting_full_disk` wraps
+            where = f" while writing {err.filename}" if getattr(err, "filename", None) else ""
+            _fail(f"the disk is full{where}: free some space and run the command again ({err})", 1)
+        if isinstance(err, RuntimeError):
+            raise
         _fail(err, 1)

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.common import PlainProgress, flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, PlainProgress, flag, print_json, stderr, stdout
 from hpdm_core.files import check_output
 
 PLAIN_LOG_SECONDS = 10.0  # without a terminal (CI logs), one progress line this often (a short job)
@@ -18,15 +18,15 @@ PLAIN_LOG_SECONDS = 10.0  # without a terminal (CI logs), one progress line this
 def train_classifier_command(
     data: Annotated[Path, typer.Option("--data", help="labelled dataset file from `hpdm prepare` (.h5)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="classifier checkpoint to write (.pt)")],
-    frames: Annotated[int, typer.Option(min=1, help="frames per clip")] = 16,
-    resolution: Annotated[Optional[int], typer.Option(help="square frame size it looks at (default: the file's, at most 32)")] = None,
-    steps: Annotated[Optional[int], typer.Option(min=1, help="training steps [200; raise it for large sets such as UCF-101]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="clips per step [32]")] = None,
-    width: Annotated[Optional[int], typer.Option(min=1, help="channels of the first stage; features have 8 x width [16]")] = None,
+    frames: Annotated[int, typer.Option(min=1, max=1_000_000, help="frames per clip")] = 16,
+    resolution: Annotated[Optional[int], typer.Option(min=1, max=65_536, help="square frame size it looks at (default: the file's, at most 32)")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, max=INT64_MAX, help="training steps [200; raise it for large sets such as UCF-101]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, max=INT64_MAX, help="clips per step [32]")] = None,
+    width: Annotated[Optional[int], typer.Option(min=1, max=INT64_MAX, help="channels of the first stage; features have 8 x width [16]")] = None,
     lr: Annotated[Optional[float], typer.Option(min=0.0, help="AdamW learning rate [3e-3]")] = None,
     flip: Annotated[bool, flag("--flip/--no-flip", "random horizontal flips (off for classes that differ by left and right)")] = True,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.99, help="share of each class's videos (whole groups) kept unseen")] = 0.1,
-    seed: Annotated[int, typer.Option(help="seed of the split, the initialisation and the clips")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=INT64_MAX, help="seed of the split, the initialisation and the clips")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
     overwrite: Annotated[bool, flag("--overwrite/--no-overwrite", "replace an existing --out")] = False,
     as_json: Annotated[bool, flag("--json", "print one JSON object")] = False,

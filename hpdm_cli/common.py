@@ -9,9 +9,11 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
-# Results go to stdout; progress bars and messages to stderr (DESIGN.md, Conventions).
+# Results go to stdout; progress bars and messages to stderr (docs/design.md, "Conventions").
 stderr = Console(stderr=True)
 stdout = Console()
+
+INT64_MAX = 2 ** 63 - 1  # TOML's integers and torch's seeds hold no more: the cap of every count and seed option
 
 PLAIN_LOG_SECONDS = 30.0  # without a terminal (CI logs): a plain progress line at least this often
 

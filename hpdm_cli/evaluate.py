@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.common import flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, flag, print_json, stderr, stdout
 
 
 class ProtocolName(str, Enum):
@@ -25,15 +25,15 @@ def eval_fvd(
     i3d: Annotated[Optional[Path], typer.Option("--i3d", help="I3D weights: i3d_torchscript.pt, i3d_pretrained_400.pt, or a TF-Hub folder")] = None,
     c3d: Annotated[Optional[Path], typer.Option("--c3d", help="C3D for video IS: c3d_ucf101.pt or conv3d_deepnetA_ucf.npz")] = None,
     c3d_mean: Annotated[Optional[Path], typer.Option("--c3d-mean", help="mean2.npz for the npz C3D (default: the one beside it)")] = None,
-    random_i3d: Annotated[Optional[int], typer.Option("--random-i3d", help="proxy FVD with a random-weight I3D of this seed (not a published metric)")] = None,
+    random_i3d: Annotated[Optional[int], typer.Option("--random-i3d", min=0, max=INT64_MAX, help="proxy FVD with a random-weight I3D of this seed (not a published metric)")] = None,
     protocol: Annotated[ProtocolName, typer.Option(help="styleganv (biased covariance) or tf (unbiased, TF1 resize)")] = ProtocolName.styleganv,
-    num: Annotated[Optional[int], typer.Option(help="clips per side [2048]; e.g. 512 for FVD@512")] = None,
-    frames: Annotated[Optional[int], typer.Option(help="frames per clip [16]")] = None,
-    subsample: Annotated[int, typer.Option(help="take every n-th frame")] = 1,
-    resolution: Annotated[Optional[int], typer.Option(help="resize clips to this square size before the networks (match the generator)")] = None,
-    seed: Annotated[int, typer.Option(min=0, help="seed of the real clips' random start frames")] = 0,
+    num: Annotated[Optional[int], typer.Option(min=1, max=INT64_MAX, help="clips per side [2048]; e.g. 512 for FVD@512")] = None,
+    frames: Annotated[Optional[int], typer.Option(min=1, max=1_000_000, help="frames per clip [16]")] = None,
+    subsample: Annotated[int, typer.Option(min=1, max=1_000_000, help="take every n-th frame")] = 1,
+    resolution: Annotated[Optional[int], typer.Option(max=65_536, help="resize clips to this square size before the networks (match the generator)")] = None,
+    seed: Annotated[int, typer.Option(min=0, max=INT64_MAX, help="seed of the real clips' random start frames")] = 0,
     repeat_real: Annotated[bool, flag("--repeat-real/--no-repeat-real", "with fewer long-enough real videos than --num, take more clips per video (not a protocol: the result is not comparable)")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="clips per forward pass")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, max=INT64_MAX, help="clips per forward pass")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n]")] = "auto",
     cache_dir: Annotated[Optional[Path], typer.Option(help="real-statistics cache root [$HPDM_CACHE or ~/.cache/hpdm]")] = None,
     cache: Annotated[bool, flag("--cache/--no-cache", "reuse cached real statistics (--no-cache: recompute them)")] = True,
@@ -105,8 +105,19 @@ def _report(result: dict, as_json: bool) -> None:
         table.add_row("IS (C3D, 10 splits)", f"{result['is_mean']:.2f} ± {result['is_std']:.2f}")
     table.add_row("real / generated clips", f"{result['real_clips']} / {result['fake_clips']}")
     table.add_row("detector", result["detector"])
+    if result.get("detector_sha256"):
+        table.add_row("detector sha256", f"{result['detector_sha256']} ({result['detector_weights']})")
+    if result.get("classifier_sha256"):
+        table.add_row("C3D sha256", result["classifier_sha256"])
+    real = result.get("real_data")
+    if real:
+        table.add_row("real videos", f"{real['source'] or '?'} split {real['split'] or '?'}"
+                      f"{' fold ' + str(real['fold']) if real['fold'] else ''}, {real['preparation']} frames, "
+                      f"{real['videos']} videos at {'x'.join(map(str, real['resolution']))}")
     table.add_row("real statistics", "cached" if result["real_stats_cached"] else "computed")
-    table.add_row("comparable with papers", "yes" if result["comparable"] else "[yellow]no[/]")
+    table.add_row("comparable", "yes" if result["comparable"] else "[yellow]no[/]")
+    if result["comparable"] and result.get("comparable_with"):
+        table.add_row("comparable with", result["comparable_with"])
     for reason in result["warnings"]:
         table.add_row("[yellow]not comparable[/]", reason)
     stdout.print(table)

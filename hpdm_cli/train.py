@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hpdm_cli.common import PlainProgress, flag, plain_line, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, PlainProgress, flag, plain_line, print_json, stderr, stdout
 from hpdm_core.errors import BadInputError
 
 
@@ -16,10 +16,10 @@ def train(
     data: Annotated[Optional[Path], typer.Option("--data", help="Dataset file from `hpdm prepare` (required for a new run).")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="tiny, hpdm-s, hpdm-m or hpdm-l.")] = None,
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Run folder: config, checkpoints, metrics. Resumed if it exists.")] = ...,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Total steps of the run (a resumed run stops there too).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, max=INT64_MAX, help="Total steps of the run (a resumed run stops there too).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file applied over the preset.")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="section.key=value, e.g. model.fusion=shallow (repeatable).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Shortcut for --set train.batch_size=N.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, max=INT64_MAX, help="Shortcut for --set train.batch_size=N.")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start a NEW run from this run folder's (or checkpoint's) EMA weights: more levels, another patch size; the other settings as there.")] = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Image file (`hpdm prepare images`) mixed into every step as still videos: train.image_batch_size rows.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK).")] = "auto",
@@ -49,12 +49,17 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
     from hpdm_core.config import build_config
     from hpdm_core.training import Trainer, setup_run
 
+    from hpdm_core.memory import check_fits, training_step_bytes
+
     if init_from is not None:
         if preset is None and config is None:
             raise BadInputError("--init-from starts a new run: give its config with --preset NAME or --config FILE "
                                 "(e.g. the source's preset, with more levels)")
         overrides = [*(overrides or []), f"train.init_from={init_from}"]
     requested = build_config(preset, config, overrides, batch_size)
+    if requested is not None:  # a new or changed batch: refused before the run folder is touched
+        check_fits(training_step_bytes(requested, env.world_size), device, f"a training step of batch "
+                   f"{requested.train.batch_size}", "lower --batch-size or raise train.accumulation")
     cfg, resumed = setup_run(run_dir, requested, data=data, steps=steps, images=images)
     trainer = Trainer(cfg, run_dir, device=device, rank=env.rank, world_size=env.world_size, fsdp=fsdp)
     start = trainer.resume()
@@ -69,11 +74,22 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
     clips = trainer.open_data()
     skipped = f" ({clips.skipped} too short for a clip, left out)" if clips.skipped else ""
     stderr.print(f"data {cfg.data.path}: {len(clips)} videos{skipped}")
+    if cfg.model.conditioning == "text":
+        from hpdm_core.text.store import has_embeddings
+
+        text = has_embeddings(cfg.data.path) or {}
+        random = " [bold yellow](RANDOM WEIGHTS: a demo encoder, not a trained T5)[/]" if text.get("random_weights") else ""
+        stderr.print(f"text: {text.get('captioned', '?')} captions encoded by {text.get('encoder', '?')} "
+                     f"(width {text.get('dim', '?')}, {text.get('max_tokens', '?')} tokens){random}")
     if t.image_batch_size:
         stderr.print(f"images {cfg.data.image_path}: {len(trainer.open_image_data())} still images, "
                      f"{t.image_batch_size} rows per step beside {t.batch_size} video rows")
     if trainer.init_report is not None:
         _print_init_report(trainer.init_report, run_dir)
+    if cfg.model.conditioning == "class" and len(clips) and (clips.labels < 0).all():
+        stderr.print(f"[yellow]warning:[/] every video in {cfg.data.path} is unlabelled (label -1): the model learns "
+                     "the null class only, so --class and --guidance at sampling mean nothing; prepare labelled "
+                     "videos for a class-conditional model")
     for note in trainer.resume_notes:
         stderr.print(f"[yellow]warning:[/] {note}")
     if resumed and start:

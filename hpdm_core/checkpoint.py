@@ -19,7 +19,7 @@ import torch
 
 from hpdm_core import config as config_lib
 from hpdm_core.config import Config
-from hpdm_core.errors import BadInputError
+from hpdm_core.errors import BadInputError, DiskFullError
 from hpdm_core.files import atomic_save
 
 FORMAT = "hpdm-checkpoint"
@@ -50,14 +50,49 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+PER_TENSOR_BYTES = 320  # torch.save's zip record, 64-byte alignment and pickle entry of one tensor (measured)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """About the size torch.save writes for a nested state: every tensor's bytes plus its per-record overhead."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size() + PER_TENSOR_BYTES
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep_last: int = 3) -> Path:
-    """Write state to RUN/checkpoints/step_XXXXXXXX.pt via a temporary file; prune to the last N."""
+    """Write state to RUN/checkpoints/step_XXXXXXXX.pt via a temporary file; prune to the last N.
+
+    A full disk raises DiskFullError with the checkpoint's size; the earlier checkpoints stay (pruning
+    comes after a successful write), so the run resumes from the last one once there is space."""
     path = checkpoint_path(run_dir, int(state["step"]))
-    atomic_save(path, lambda tmp: torch.save({"format": FORMAT, "version": VERSION, **state}, tmp))
+    try:
+        atomic_save(path, lambda tmp: torch.save({"format": FORMAT, "version": VERSION, **state}, tmp),
+                    needed=tensor_bytes(state), what="the checkpoint")
+    except DiskFullError as err:
+        last = latest_checkpoint(run_dir)
+        kept = f"; the run resumes from {last.name}" if last is not None else ""
+        raise DiskFullError(f"{err}{kept}") from None
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
             old.unlink(missing_ok=True)
     return path
+
+
+def load_error_reason(err: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, without torch's advice to retry with
+    weights_only=False: that would run whatever code the file carries."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        detail = next((line.strip() for line in text.splitlines()
+                       if "GLOBAL" in line or "global" in line.split("`")[0]), "")
+        return ("it holds Python objects besides tensors, and hpdm never runs code from a file"
+                + (f" ({detail.rstrip('.')})" if detail else ""))
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -69,8 +104,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated, foreign or pickled-object files
-        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-        raise BadInputError(f"{path} is not a readable hpdm checkpoint ({reason})") from None
+        raise BadInputError(f"{path} is not a readable hpdm checkpoint ({load_error_reason(err)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise BadInputError(f"{path} is not an hpdm checkpoint (no format={FORMAT!r} entry)")
     if int(state.get("version", 0)) > VERSION:

@@ -26,6 +26,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 FUSIONS = ("deep", "shallow", "none")
+CONDITIONINGS = ("class", "text")
 TRUST_RATIOS = ("decayed", "all")
 INITS = ("glorot", "vit")
 NEW_LEVELS = ("top", "fresh")  # train.init_new_levels
@@ -54,23 +55,27 @@ class ModelConfig:
     adaptive_computation: bool = True  # false: every block processes every level ([num_levels] * num_blocks)
     fusion: str = "deep"  # deep | shallow | none
     detach_context: bool = False
-    # Not in the paper (README, "The network"): the gradient that levels >= 1 send into the lower
+    # Not in the paper (docs/training.md, "The network"): the gradient that levels >= 1 send into the lower
     # levels' activations through the context is multiplied by this; 1 = the paper, 0 = detach_context.
     context_grad_scale: float = 1.0
     use_coords: bool = True
-    # Not in the paper (README, "The network"): the noise level, pyramid level and class also scale and
+    # Not in the paper (docs/training.md, "The network"): the noise level, pyramid level and class also scale and
     # shift every interface token, as adaLN-Zero does in DiT; false = conditioning through latents only.
     interface_conditioning: bool = True
-    # Not in the paper (README, "The network"): a depthwise 3x3 convolution over each frame's token grid
+    # Not in the paper (docs/training.md, "The network"): a depthwise 3x3 convolution over each frame's token grid
     # after every block's write, gated by the conditioning and zero-initialised, so that neighbouring
     # tokens can agree.
     token_mixing: bool = False
     init: str = "glorot"  # Linear weights: glorot (RIN's reference code) | vit (truncated normal, std 0.02)
     num_classes: int = 101  # index num_classes is the null class used for guidance
+    # What a video is conditioned on: "class" (a label, the null class for guidance) or "text" (the token
+    # embeddings of a T5 encoder, `hpdm encode-text`; a learned null text for guidance).
+    conditioning: str = "class"
+    text_dim: int = 0  # width of the text encoder's embeddings (T5-11B: 1024, T5-XXL v1.1: 4096); text only
 
     @property
     def block_levels(self) -> list[int]:
-        """Block b processes the levels below block_levels[b] (DESIGN.md, adaptive computation)."""
+        """Block b processes the levels below block_levels[b] (docs/design.md, "Adaptive computation")."""
         return list(self.levels_per_block) if self.adaptive_computation else [self.num_levels] * self.num_blocks
 
     @property
@@ -111,6 +116,11 @@ class DataConfig:
     flip: bool = True
     num_workers: int = 2
     fingerprint: str = ""  # content hash of the file (h5store.dataset_fingerprint), set by the run: a resume checks it
+    # Text conditioning: the encoder folder that made the file's embeddings (sampling encodes prompts with it)
+    # and its fingerprint, set by the run from the file; sampling refuses an encoder with another fingerprint.
+    text_encoder: str = ""
+    text_fingerprint: str = ""
+    text_max_tokens: int = 0  # the tokens per text the embeddings were made with (part of the fingerprint)
 
 
 @dataclass
@@ -140,6 +150,9 @@ class TrainConfig:
     # embedding) or "fresh" (initialised as a new run would). See hpdm_core.init_from.
     init_from: str = ""
     init_new_levels: str = "top"
+    # torch.compile of the denoiser (CUDA graphs on one GPU); off: minutes of compiling on a CPU for little
+    # gain there (docs/scaling.md, "Compiled steps")
+    compile: bool = False
 
 
 @dataclass
@@ -161,6 +174,7 @@ class SampleConfig:
     cache: bool = True
     offload_cache: bool = False
     bf16: bool = True  # autocast on CUDA only
+    compile: bool = False  # torch.compile of the denoiser's forward (CUDA graphs on a GPU)
 
     def guidance_at(self, level: int) -> float:
         """The guidance weight of a level: `guidance` on the guided levels, 1 (none) above them."""
@@ -240,7 +254,7 @@ def _tiny() -> Config:
     # 81 % at 0.0, 38 % at 0.4 (P_std 1.4); label gap at sigma 8 0.012 -> 0.127 (-1.2 -> 0.0).
     cfg.diffusion.p_mean, cfg.diffusion.p_std = 0.0, 1.4
     # Interface tokens meet only through the latents: a short run predicted each 4x4-pixel token
-    # from its own noisy pixels and generated a mosaic of per-token colours (README, "The network").
+    # from its own noisy pixels and generated a mosaic of per-token colours (docs/training.md, "The network").
     m.token_mixing = True
     # A milder per-level noise shift than 0.5: the top level (median sigma 4 at 0.5) was trained so
     # rarely at low noise that it kept a per-pixel grain. Quickstart runs (600 steps, token mixing):
@@ -260,6 +274,32 @@ def _tiny() -> Config:
     return cfg
 
 
+def _hpdm_t2v() -> Config:
+    """HPDM-T2V of the paper's Table 7: T5-11B embeddings, 4 levels of 8x36x64 patches, a 64x288x512 target.
+
+    The paper fine-tuned it for 15k steps from a 1-level base trained 500k steps at 36x64
+    (`hpdm train --init-from`, examples/ucf101_recipe.md), with 4096 videos and 4096 images per batch, FSDP.
+    """
+    cfg = _paper(3072, 15_000)
+    m = cfg.model
+    # 4 latent layers per block as HPDM-S/M/L; 4x MLPs give 3.71B parameters against the paper's 3.93B
+    # (8x: 6.0B). The paper does not say how its T2V blocks are shaped.
+    m.mlp_ratio = 4.0
+    m.patch, m.token, m.num_levels = [8, 36, 64], [1, 3, 4], 4
+    m.levels_per_block = [1, 2, 2, 3, 3, 4]
+    m.conditioning, m.text_dim = "text", 1024  # T5-11B's d_model
+    cfg.train.batch_size, cfg.train.image_batch_size, cfg.train.warmup_steps = 4096, 4096, 5_000
+    return cfg
+
+
+def _tiny_t2v() -> Config:
+    """The text-to-video CPU demo: `tiny` conditioned on text from the small random T5 encoder that
+    `hpdm random-text-encoder` builds (width 128), for examples/quickstart_t2v.sh."""
+    cfg = _tiny()
+    cfg.model.conditioning, cfg.model.text_dim = "text", 128
+    return cfg
+
+
 def _tiny_base() -> Config:
     """The base stage of tiny's scale-up path (the paper's low-resolution stage, examples/ucf101_recipe.md):
     one level at the patch's resolution (8x16x16: the synthetic videos area-downsampled to it, every 4th
@@ -276,6 +316,8 @@ def _tiny_base() -> Config:
 
 PRESETS = {
     "tiny": _tiny,
+    "tiny-t2v": _tiny_t2v,
+    "hpdm-t2v": _hpdm_t2v,
     "tiny-base": _tiny_base,
     "hpdm-s": lambda: _paper(256, 40_000),
     "hpdm-m": lambda: _paper(512, 40_000),
@@ -386,9 +428,15 @@ def _check_types(section: Any, name: str) -> None:
                                 f"got {value!r}")
         elif isinstance(want, float):
             value = float(value)
+        if any(_is(v, int) and abs(v) > INT64_MAX for v in (value if isinstance(value, list) else [value])):
+            raise BadInputError(f"{key} must lie within TOML's 64-bit integer range (|value| <= {INT64_MAX}), "
+                                f"got {value!r}")
         if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
             raise BadInputError(f"{key} must be a finite number, got {value!r}")
         setattr(section, f.name, value)
+
+
+INT64_MAX = 2 ** 63 - 1  # the largest integer TOML (and so config.toml) can hold
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -448,6 +496,11 @@ def validate(cfg: Config) -> None:
         raise BadInputError(f"model.init {m.init!r}: choose one of {', '.join(INITS)}")
     if m.fusion not in FUSIONS:
         raise BadInputError(f"model.fusion {m.fusion!r}: choose one of {', '.join(FUSIONS)}")
+    if m.conditioning not in CONDITIONINGS:
+        raise BadInputError(f"model.conditioning {m.conditioning!r}: choose one of {', '.join(CONDITIONINGS)}")
+    if m.conditioning == "text" and m.text_dim < 1:
+        raise BadInputError("model.conditioning = \"text\" needs model.text_dim, the width of the text encoder's "
+                            "embeddings (`hpdm info` on an encoded dataset file shows it)")
     if m.latent_dim % m.head_dim or m.interface_dim % m.head_dim:
         raise BadInputError(f"model.head_dim {m.head_dim} must divide latent_dim {m.latent_dim} "
                             f"and interface_dim {m.interface_dim}")
@@ -508,7 +561,8 @@ def validate_sample(sample: SampleConfig) -> None:
 
 # Settings that change nothing about the optimisation: a resumed run may change them freely.
 RUNTIME_KEYS = {"train.steps", "train.log_every", "train.checkpoint_every", "train.probe_every", "train.keep_last",
-                "data.path", "data.num_workers", "data.fingerprint", "data.image_path", "data.image_fingerprint"}
+                "data.path", "data.num_workers", "data.fingerprint", "data.image_path", "data.image_fingerprint",
+                "data.text_encoder", "data.text_fingerprint", "data.text_max_tokens", "train.compile"}
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""EDM preconditioning with v-prediction, per-level noise, the hierarchy loss, guidance (DESIGN.md, Diffusion).
+"""EDM preconditioning with v-prediction, per-level noise, the hierarchy loss, guidance (docs/design.md, "Diffusion").
 
 D(x; sigma) = c_skip * x + c_out * F(c_in * x; c_noise) with EDM's coefficients (Karras et al. 2022).
 Training F towards (x - c_skip * x_noisy) / c_out with unit weight is EDM's weighted denoising loss
@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn as nn
 
+from hpdm_core import conditioning
+from hpdm_core.conditioning import Condition
 from hpdm_core.config import Config, DiffusionConfig
 from hpdm_core.model.hpdm import HPDM, ContextCache
 
@@ -104,6 +106,13 @@ class Denoiser(nn.Module):
         """Per-level loss [n] of chains [B, n, C, f, h, w] corrupted by sigma [B, n] x noise."""
         return self(clean + _per_pixel(sigma) * noise, sigma, offsets, labels, clean=clean)
 
+    def null_condition(self, batch: int, device=None) -> Condition:
+        """`batch` rows of the null condition: the null class, or the null text (an all-False mask)."""
+        if self.model.text_conditioned:
+            return conditioning.TextCondition(torch.zeros(batch, 1, self.model.cfg.text_dim, device=device),
+                                              torch.zeros(batch, 1, dtype=torch.bool, device=device))
+        return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+
     def encode_context(self, x: torch.Tensor, sigma: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
                        offload: bool = False) -> ContextCache:
         _, _, c_in, c_noise = preconditioning(sigma, self.cfg.sigma_data)
@@ -120,10 +129,10 @@ def unwrap(denoiser: nn.Module) -> Denoiser:
     return getattr(denoiser, "module", denoiser)
 
 
-def drop_labels(labels: torch.Tensor, num_classes: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Replace each label by the null class (index num_classes) with probability p."""
-    drop = _rand(labels.shape, generator, labels.device) < p
-    return torch.where(drop, torch.full_like(labels, num_classes), labels)
+def drop_labels(labels: Condition, num_classes: int, p: float, generator: torch.Generator | None = None) -> Condition:
+    """Replace each row's condition by the null one (class index num_classes, or the null text) with probability p."""
+    drop = _rand((conditioning.batch_size(labels),), generator, labels.device) < p
+    return conditioning.where_null(drop, labels, num_classes)
 
 
 def draw_corruption(patches: torch.Tensor, labels: torch.Tensor, cfg: DiffusionConfig, num_classes: int,
@@ -136,7 +145,8 @@ def draw_corruption(patches: torch.Tensor, labels: torch.Tensor, cfg: DiffusionC
     if isinstance(generator, (list, tuple)):
         parts = [draw_corruption(patches[i:i + 1], labels[i:i + 1], cfg, num_classes, g)
                  for i, g in enumerate(generator)]
-        return tuple(torch.cat(part) for part in zip(*parts))
+        sigma, noise, labels = zip(*parts)
+        return torch.cat(sigma), torch.cat(noise), conditioning.concat(list(labels))
     device = patches.device
     sigma = sample_sigmas(patches.shape[0], patches.shape[1], cfg, generator, device)
     noise = _randn(patches.shape, generator, device)

@@ -1,4 +1,4 @@
-"""Errors that carry the process exit code the CLI reports (DESIGN.md, Conventions).
+"""Errors that carry the process exit code the CLI reports (docs/design.md, "Conventions").
 
 0 ok, 1 failure, 2 bad usage or bad input, 3 missing weights or data.
 """
@@ -20,6 +20,14 @@ class MissingResourceError(HPDMError):
     """Pretrained weights or a dataset that is not on this machine."""
 
     exit_code = 3
+
+
+class DiskFullError(HPDMError):
+    """A write ran out of disk space; the message names the folder and the space the file needs.
+
+    Files are written to a temporary name first, so every earlier file (checkpoint, dataset) is intact."""
+
+    exit_code = 1
 
 
 class TrainingDivergedError(HPDMError):

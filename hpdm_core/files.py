@@ -6,19 +6,71 @@
   commands call it before any long work, so a bad --out fails in a second, not after sampling.
 - `lock_run_dir`: a run folder is used by one process at a time (fcntl.flock on RUN/.lock). The OS
   drops the lock when the process ends in any way, SIGKILL included, so it is never stale.
+- a full disk: `atomic_write` (and `reporting_full_disk` around other writers) turns ENOSPC, however the
+  writer reports it (OSError, h5py, torch.save's RuntimeError), into a DiskFullError (exit 1) that names
+  the folder, the space left and the space the file needs; the temporary file is removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from hpdm_core.errors import BadInputError
+from hpdm_core.errors import BadInputError, DiskFullError
 
 LOCK_NAME = ".lock"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# How writers say "no space left": OSError errno 28 (or a quota), h5py's message, and torch.save's
+# "[enforce fail at inline_container.cc] ... unexpected pos" (its stream writer failed to write).
+_DISK_FULL_TEXT = ("No space left on device", "errno = 28", "Disk quota exceeded", "unexpected pos")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, DiskFullError):
+        return True
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(err, (OSError, RuntimeError)) and any(text in str(err) for text in _DISK_FULL_TEXT)
+
+
+def disk_full_error(path: str | os.PathLike, needed: int | None = None, what: str = "") -> DiskFullError:
+    """The message for a write of `path` that ran out of space: where, how much is free, how much it needs."""
+    path = Path(path)
+    folder = path.parent if not path.is_dir() else path
+    try:
+        free = human_bytes(shutil.disk_usage(_writable_folder(folder) if not folder.exists() else folder).free)
+    except (OSError, BadInputError):
+        free = "unknown"
+    need = f"; {what or path.name} needs about {human_bytes(needed)}" if needed else ""
+    return DiskFullError(f"the disk is full: writing {path} failed (the disk holding {folder} has {free} free"
+                         f"{need}). Free some space there or write elsewhere; earlier files are intact")
+
+
+@contextlib.contextmanager
+def reporting_full_disk(path: str | os.PathLike, needed: int | None = None, what: str = "") -> Iterator[None]:
+    """Around a writer that does not go through `atomic_write` (h5py, an appended log): ENOSPC -> DiskFullError."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except (OSError, RuntimeError) as err:
+        if is_disk_full(err):
+            raise disk_full_error(path, needed, what) from None
+        raise
 
 
 class atomic_write:  # noqa: N801 -- used as a function: `with atomic_write(path) as tmp:`
@@ -27,11 +79,12 @@ class atomic_write:  # noqa: N801 -- used as a function: `with atomic_write(path
     As a context manager it yields the temporary path and commits when the block ends without an
     error. A writer that lives longer than one block (VideoStoreWriter) calls commit() / discard().
     `tmp_name`: a fixed name, for a file that a later run must find (default: per process, so that
-    concurrent writers do not collide).
+    concurrent writers do not collide). `needed`: the file's expected size, for the full-disk message.
     """
 
-    def __init__(self, path: str | os.PathLike, tmp_name: str | None = None):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, tmp_name: str | None = None, needed: int | None = None,
+                 what: str = ""):
+        self.path, self.needed, self.what = Path(path), needed, what
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(tmp_name or f"{self.path.name}.{os.getpid()}.tmp")
 
@@ -51,17 +104,20 @@ class atomic_write:  # noqa: N801 -- used as a function: `with atomic_write(path
                 self.commit()
         finally:
             self.discard()
+        if exc is not None and not isinstance(exc, DiskFullError) and is_disk_full(exc):
+            raise disk_full_error(self.path, self.needed, self.what) from None  # after the partial file is gone
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    with atomic_write(path) as tmp:
+    with atomic_write(path, needed=len(text.encode())) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
-def atomic_save(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_save(path: str | os.PathLike, write: Callable[[Path], None], needed: int | None = None,
+                what: str = "") -> Path:
     """Call write(tmp) and rename tmp to path (for writers that take a path: torch.save, np.savez, ...)."""
-    with atomic_write(path) as tmp:
+    with atomic_write(path, needed=needed, what=what) as tmp:
         write(tmp)
     return Path(path)
 
@@ -99,6 +155,15 @@ def check_folder(path: str | os.PathLike, what: str = "--run-dir") -> Path:
     return path
 
 
+def check_free_space(path: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse (BadInputError, exit 2) before the work when the disk cannot hold `needed` more bytes."""
+    folder = _writable_folder(Path(path).parent)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise BadInputError(f"{what} needs {human_bytes(needed)}, but the disk holding {folder} has "
+                            f"{human_bytes(free)} free; make it smaller or write elsewhere")
+
+
 _HELD: dict[Path, int] = {}  # run folders locked by this process -> the lock file's descriptor
 
 
@@ -111,21 +176,62 @@ def lock_run_dir(run_dir: str | os.PathLike) -> Path:
         return run_dir
     check_folder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise BadInputError(f"{run_dir} is in use by another hpdm process (pid {holder}); wait for it to "
-                                "finish or stop it, or use another --run-dir") from None
-        raise
+    _HELD[run_dir] = _flock(run_dir / LOCK_NAME, lambda holder: (
+        f"{run_dir} is in use by another hpdm process (pid {holder}); wait for it to finish or stop it, "
+        "or use another --run-dir"))
+    return run_dir
+
+
+def _flock(path: Path, busy: Callable[[str], str], lock: Callable[[int, int], None] = fcntl.flock) -> int:
+    """An exclusive lock on `path` (created), holding this pid; BadInputError(busy(holder pid)) when taken.
+
+    `lock`: fcntl.flock (shared with forked children, which then keep it while they live) or fcntl.lockf
+    (a POSIX record lock: this process's alone, so forked workers that outlive it do not hold it).
+
+    The file may be unlinked by a holder that is done (`lock_output`): a lock won on an unlinked inode
+    would guard nothing, so the path must still name the locked file afterwards."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BadInputError(busy(holder)) from None
+            raise
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # unlinked by its last holder between our open and flock: take the new one
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    _HELD[run_dir] = fd
-    return run_dir
+    return fd
+
+
+@contextlib.contextmanager
+def lock_output(path: str | os.PathLike) -> Iterator[Path]:
+    """One writer at a time for an output file: an flock on OUT.lock beside it for the block.
+
+    A second writer exits 2 at once naming the first's pid, before it creates anything (OUT.tmp,
+    OUT.parts/). The lock file is removed when the block ends; the OS drops the lock of a killed
+    process, so a leftover OUT.lock never blocks a rerun. A POSIX lock is per process: a second
+    `lock_output` of the same path in the same process is not refused."""
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    _writable_folder(path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # lockf: decoding workers forked while it is held must not keep it (they may outlive a killed parent).
+    fd = _flock(lock, lambda holder: f"{path} is being written by another hpdm process (pid {holder}); wait for "
+                                     "it to finish or stop it, or choose another --out", fcntl.lockf)
+    try:
+        yield path
+    finally:
+        lock.unlink(missing_ok=True)  # while still held: a waiter then sees the path gone and retries
+        os.close(fd)
 
 
 def unlock_run_dir(run_dir: str | os.PathLike) -> None:

@@ -18,22 +18,24 @@ from dataclasses import dataclass
 
 import torch
 
+from hpdm_core import conditioning
+from hpdm_core.conditioning import Condition, TextCondition
 from hpdm_core.diffusion import Denoiser
 from hpdm_core.distributed import all_reduce_sum, world_size
 
 PROBE_SIGMAS = (0.5, 2.0, 8.0, 30.0)
 # Named tensors reported besides the optimizer's groups: the conditioning path and the learned tables.
-WATCHED = ("model.class_embedding.weight", "model.latents", "model.position")
+WATCHED = ("model.class_embedding.weight", "model.text_proj.weight", "model.latents", "model.position")
 
 
 @dataclass
 class ProbeBatch:
-    """Fixed real chains with their true and wrong labels and one fixed noise draw."""
+    """Fixed real chains with their true and wrong conditions (classes or texts) and one fixed noise draw."""
 
     patches: torch.Tensor  # [B, n, C, f, h, w]
     offsets: torch.Tensor  # [B, n, 3]
-    labels: torch.Tensor  # [B]
-    wrong: torch.Tensor  # [B], never equal to labels
+    labels: Condition  # [B]
+    wrong: Condition  # [B]: another class; for texts another row's text (of another class where there is one)
     noise: torch.Tensor  # like patches
 
     def to(self, device) -> "ProbeBatch":
@@ -46,8 +48,31 @@ def wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Genera
     return (labels + shift) % num_classes
 
 
+def wrong_texts(text: TextCondition, labels: torch.Tensor, num_classes: int,
+                generator: torch.Generator) -> TextCondition:
+    """Each row's text replaced by another row's, of another class where the batch has one (the label
+    gap of a text model: how much worse it denoises a video described by a text that is not its own).
+    labels: the rows' classes, `num_classes` for an unlabelled row."""
+    n = len(text)
+    shift = 1 + torch.randint(max(n - 1, 1), (n,), generator=generator)
+    order = (torch.arange(n) + shift) % n
+    for i in range(n):
+        others = torch.nonzero((labels != labels[i]) & (labels != num_classes)).flatten()
+        if labels[i] != num_classes and len(others):
+            order[i] = others[torch.randint(len(others), (), generator=generator)]
+    return text[order]
+
+
 def make_probe_batch(batch: dict[str, torch.Tensor], num_classes: int, generator: torch.Generator) -> ProbeBatch | None:
-    """A ProbeBatch from a training batch dict (patches, offsets, labels); None without labelled rows."""
+    """A ProbeBatch from a training batch dict (patches, offsets, labels or texts); None without labelled rows."""
+    if "text_tokens" in batch:
+        text = conditioning.from_batch(batch)
+        keep = ~text.is_null
+        if int(keep.sum()) < 2:
+            return None
+        patches, offsets, text, labels = batch["patches"][keep], batch["offsets"][keep], text[keep], batch["labels"][keep]
+        return ProbeBatch(patches, offsets, text, wrong_texts(text, labels, num_classes, generator),
+                          torch.randn(patches.shape, generator=generator))
     keep = batch["labels"] < num_classes  # unlabelled videos carry the null class
     if num_classes < 2 or not bool(keep.any()):
         return None

@@ -1,4 +1,4 @@
-"""Mixed precision: bf16 autocast on CUDA, full precision elsewhere (DESIGN.md, Conventions: Devices).
+"""Mixed precision: bf16 autocast on CUDA, full precision elsewhere (docs/design.md, "Conventions").
 
 The one switch that training, sampling and the classifier share; on CPU it does nothing, so results
 there are float32 and do not depend on the CPU's bf16 support.

@@ -1,4 +1,4 @@
-"""Patch geometry of the hierarchy (DESIGN.md, Tensors and coordinates; normative).
+"""Patch geometry of the hierarchy (docs/design.md, "The patch pyramid"; normative).
 
 Level l (0..L) is the target video box-downsampled by 2**(L-l): a canvas of r * 2**l pixels per
 axis, where r = (f, h, w) is the patch resolution shared by all levels. A patch is placed by its
@@ -12,7 +12,7 @@ Offsets are LongTensors [..., num_levels, 3] ordered (frames, height, width); en
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -181,6 +181,38 @@ def extract_hierarchy(clips: torch.Tensor, offsets: torch.Tensor, geometry: Patc
                         for level in range(offsets.shape[1])], 1)
 
 
+# Float32 bytes of the source region one pooling call converts (extract_chain): bounds a worker's
+# transient memory whatever the clip size (a 64x256x256 clip is 50 MB in float32).
+CHUNK_BYTES = 8 * 2 ** 20
+
+
+def extract_chain(clip: torch.Tensor, offsets: torch.Tensor, geometry: PatchGeometry,
+                  values: Callable[[torch.Tensor], torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Patches [n, C, f, h, w] of ONE target clip [C, *R] held in any dtype (uint8 pixels), at offsets
+    [n, 3]: the same numbers as extract_hierarchy(values(clip)[None], offsets[None])[0].
+
+    Level l's patch is the box filter (factor k = 2**(L-l)) of the clip's region [k o_l, k (o_l + r)),
+    so only that region is converted by `values` and pooled, a few frames at a time (CHUNK_BYTES):
+    each pooled value sums the same k^3 source values in the same order as pooling the whole clip, and
+    no float copy of the whole clip is made. `out`: where to write them (e.g. a row of a batch).
+    """
+    target = tuple(clip.shape[-3:])
+    if target != geometry.target:
+        raise BadInputError(f"clips are {list(target)} but the hierarchy needs {list(geometry.target)}")
+    n = offsets.shape[0]
+    out = clip.new_empty((n, clip.shape[0], *geometry.patch), dtype=torch.float32) if out is None else out
+    for level in range(n):
+        k = 2 ** (geometry.num_levels - 1 - level)
+        f0, h0, w0 = (int(o) * k for o in offsets[level])
+        f, h, w = (p * k for p in geometry.patch)
+        region = clip[:, f0:f0 + f, h0:h0 + h, w0:w0 + w]
+        step = max(1, CHUNK_BYTES // (4 * clip.shape[0] * k * h * w))  # pooled frames per chunk
+        for t in range(0, geometry.patch[0], step):
+            chunk = values(region[:, t * k:(t + step) * k])
+            out[level, :, t:t + step] = chunk if k == 1 else F.avg_pool3d(chunk[None], k, k)[0]
+    return out
+
+
 # ----------------------------------------------------------------------------- inference tilings
 
 class Overlap(NamedTuple):
@@ -240,7 +272,7 @@ def tile_chains(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.
 
 def tile_coverage(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.Tensor:
     """How many tiles cover each pixel of the level-l canvas: float [*R_l] (a pixel's weight when the
-    tiles' predictions are averaged into the canvas, DESIGN.md, Diffusion)."""
+    tiles' predictions are averaged into the canvas: docs/design.md, "Sampling")."""
     counts = torch.zeros(geometry.canvas(level))
     f, h, w = geometry.patch
     for o in tile_offsets(geometry, level, overlap).tolist():

@@ -1,5 +1,4 @@
-"""Hierarchical, overlapped, patch-wise sampling with activation caching (DESIGN.md, normative parts:
-"Inference tiling", "Inference caching", the Diffusion sampling bullets).
+"""Hierarchical, overlapped, patch-wise sampling with activation caching (docs/design.md, "Sampling").
 
 The video is generated level by level and never passed through the network whole:
 - level 0 is one tile (its whole canvas), sampled with EDM's stochastic Heun sampler (Algorithm 2 of
@@ -29,7 +28,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hpdm_core import diffusion
+from hpdm_core import conditioning, diffusion
+from hpdm_core.conditioning import Condition, TextCondition
+from hpdm_core.compiling import CompiledDenoiser
 from hpdm_core.config import SampleConfig
 from hpdm_core.errors import BadInputError
 from hpdm_core.files import atomic_write
@@ -43,7 +44,8 @@ CPU_TILE_BATCH = 16  # chains per network call on CPU: large enough to amortise 
 @dataclass
 class SampleResult:
     videos: torch.Tensor  # [N, C, *R] float in [-1, 1] (clamped), on CPU
-    labels: torch.Tensor  # [N]
+    labels: torch.Tensor  # [N] classes; -1 for videos made from a text that names no class
+    prompts: list[str] = field(default_factory=list)  # one per video for a text-conditional model
     levels: list[torch.Tensor] = field(default_factory=list)  # level canvases [N, C, *R_l] if kept
     tile_evaluations: int = 0  # network rows evaluated (chains), excluding cache encodes
     seconds: float = 0.0
@@ -80,7 +82,7 @@ class LevelDenoiser:
     ContextCache per tile batch, computed on first use and kept for the rest of the level.
     """
 
-    def __init__(self, denoiser, level: int, lower: list[torch.Tensor], labels: torch.Tensor,
+    def __init__(self, denoiser, level: int, lower: list[torch.Tensor], labels: Condition,
                  options: SampleConfig, overlap: Overlap, tile_batch: int,
                  progress: Callable[[int], None] | None = None):
         self.denoiser, self.level, self.lower, self.options = denoiser, level, lower, options
@@ -88,7 +90,7 @@ class LevelDenoiser:
         self.device = labels.device
         self.progress = progress
         chains = tile_chains(self.geometry, level, overlap).to(self.device)  # [T, l+1, 3]
-        num_samples, num_tiles = labels.shape[0], chains.shape[0]
+        num_samples, num_tiles = conditioning.batch_size(labels), chains.shape[0]
         # Items in (sample, tile) order; the canvas sums them in this order whatever the batching.
         self.item_sample = torch.arange(num_samples, device=self.device).repeat_interleave(num_tiles)
         self.item_chain = chains.repeat(num_samples, 1, 1)
@@ -111,7 +113,7 @@ class LevelDenoiser:
         chains, labels = self.item_chain[items], self.item_label[items]
         if self.guided:
             chains = torch.cat([chains, chains])
-            labels = torch.cat([labels, torch.full_like(labels, self.denoiser.num_classes)])
+            labels = conditioning.concat([labels, conditioning.null_like(labels, self.denoiser.num_classes)])
         return chains, labels
 
     def _context(self, items: slice) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,7 +218,7 @@ def choose_tile_batch(denoiser, options: SampleConfig, device: torch.device) -> 
     x = torch.zeros(probe, n, _channels(denoiser), *geometry.patch, device=device)
     sigma = torch.ones(probe, n, device=device)
     offsets = tile_chains(geometry, n - 1, Overlap())[:1].to(device).expand(probe, -1, -1)
-    labels = torch.zeros(probe, dtype=torch.long, device=device)
+    labels = denoiser.null_condition(probe, device)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
@@ -242,7 +244,7 @@ def _noise(generators: list[torch.Generator], shape: tuple[int, ...], device: to
 
 
 @torch.no_grad()
-def sample_batch(denoiser, labels: torch.Tensor, indices: list[int], seed: int, options: SampleConfig,
+def sample_batch(denoiser, labels: Condition, indices: list[int], seed: int, options: SampleConfig,
                  overlap: Overlap, tile_batch: int, progress: Callable[[int], None] | None = None,
                  num_levels: int | None = None) -> list[torch.Tensor]:
     """Canvases [B, C, *R_l] of the first num_levels levels (default all) for the samples `indices`."""
@@ -276,18 +278,19 @@ def resolve_labels(classes: list[int] | None, num: int, num_classes: int) -> tor
     elif len(classes) == num:
         labels = list(classes)
     else:
-        raise BadInputError(f"give --class once or once per sample ({num}), got {len(classes)} classes")
+        raise BadInputError(f"give `classes` once or once per sample ({num}), got {len(classes)} classes")
     bad = [c for c in labels if not 0 <= c < num_classes]
     if bad:
         raise BadInputError(f"class {bad[0]} is out of range: this model has classes 0..{num_classes - 1}")
     return torch.tensor(labels, dtype=torch.long)
 
 
-def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SampleConfig | None = None,
+def generate(denoiser, labels: Condition, seed: int = 0, options: SampleConfig | None = None,
              batch_size: int = 4, device: torch.device | str | None = None, keep_levels: bool = False,
              progress: Callable[[int], None] | None = None, distributed: bool = False,
              num_levels: int | None = None) -> SampleResult | None:
-    """Sample one video per label: SampleResult with videos [N, C, *R] on CPU (and every level if asked).
+    """Sample one video per condition (a class [N], or a TextCondition of N texts): SampleResult with
+    videos [N, C, *R] on CPU (and every level if asked).
 
     num_levels < the model's stops early: `videos` is then the last level generated (a coarse preview,
     e.g. num_levels=1 for level 0 alone; level l is generated exactly as in a full run).
@@ -308,8 +311,11 @@ def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SampleConfi
         device = next((p.device for p in denoiser.parameters()), torch.device("cpu")) \
             if hasattr(denoiser, "parameters") else torch.device("cpu")
     device = torch.device(device)
-    labels = labels.long().cpu()
+    labels = labels.to("cpu") if isinstance(labels, TextCondition) else labels.long().cpu()
+    num = conditioning.batch_size(labels)
     tile_batch = choose_tile_batch(denoiser, options, device)
+    if options.compile:  # after the memory probe: it would compile a shape of its own
+        denoiser = CompiledDenoiser(denoiser, device)
     evaluated = 0
 
     def count(rows: int) -> None:
@@ -322,7 +328,7 @@ def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SampleConfi
     if num_levels is not None and not 1 <= num_levels <= denoiser.geometry.num_levels:
         raise BadInputError(f"num_levels must lie in 1..{denoiser.geometry.num_levels}, got {num_levels}")
     num_levels = num_levels or denoiser.geometry.num_levels
-    mine = dist_lib.shard(labels.shape[0]) if distributed else list(range(labels.shape[0]))
+    mine = dist_lib.shard(num) if distributed else list(range(num))
     videos, levels = [], [[] for _ in range(num_levels)]
     for first in range(0, len(mine), batch_size):
         indices = mine[first:first + batch_size]
@@ -340,7 +346,8 @@ def generate(denoiser, labels: torch.Tensor, seed: int = 0, options: SampleConfi
             return None
         videos = [v for part_videos, _ in parts for v in part_videos]
         levels = [[c for _, part_levels in parts for c in part_levels[level]] for level in range(num_levels)]
-    return SampleResult(videos=torch.cat(videos), labels=labels,
+    classes = torch.full((num,), -1, dtype=torch.long) if isinstance(labels, TextCondition) else labels
+    return SampleResult(videos=torch.cat(videos), labels=classes,
                         levels=[torch.cat(c) for c in levels] if keep_levels else [],
                         tile_evaluations=evaluated, seconds=time.perf_counter() - start, tile_batch=tile_batch)
 
@@ -360,7 +367,8 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def output_files(out: str | Path, fmt: str, num: int, num_levels: int = 1, save_levels: bool = False) -> list[Path]:
+def output_files(out: str | Path, fmt: str, num: int, num_levels: int = 1, save_levels: bool = False,
+                 prompts: bool = False) -> list[Path]:
     """Every file save_samples writes for these arguments, the main one first (to check them beforehand)."""
     if fmt not in FORMATS:
         raise BadInputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -372,16 +380,23 @@ def output_files(out: str | Path, fmt: str, num: int, num_levels: int = 1, save_
         files += [_with_suffix(out, f"{i:03d}") for i in range(num)]
     if save_levels and fmt != "npz":
         files += [_with_suffix(out, f"level{level}") for level in range(num_levels - 1)]
+    if prompts and fmt in ("mp4", "gif"):
+        files.append(prompts_file(out))
     return files
 
 
+def prompts_file(out: Path) -> Path:
+    """The sidecar of an mp4/gif grid made from prompts: one prompt per line, in the grid's row order."""
+    return out.with_name(f"{out.stem}_prompts.txt")
+
+
 def _write_h5(path: Path, videos: np.ndarray, labels: list[int], class_names: list[str], fps: float,
-              attrs: dict) -> None:
+              attrs: dict, prompts: list[str]) -> None:
     from hpdm_core.data.h5store import VideoStoreWriter
 
     with VideoStoreWriter(path, videos.shape[2], videos.shape[3]) as writer:
         for i, (video, label) in enumerate(zip(videos, labels)):
-            writer.append(video, label=label, name=f"sample_{i:06d}")
+            writer.append(video, label=label, name=f"sample_{i:06d}", **({"caption": prompts[i]} if prompts else {}))
         writer.finish(class_names, fps, split="generated", source="hpdm sample", **attrs)
 
 
@@ -391,8 +406,9 @@ def save_samples(result: SampleResult, out: str | Path, fmt: str, fps: float = 8
     """Write the videos (and with save_levels each lower level's canvases) and return the files written.
 
     mp4/gif: a grid video at `out` and, for at most PER_SAMPLE_FILES_UP_TO samples, `out_000.mp4`, ...;
-    h5: the dataset layout (labels = classes, names sample_000000, ...), readable by eval-fvd;
-    npz: `videos` uint8 [N, F, H, W, 3] and `labels` [N] (with save_levels also `level_0`, ...).
+    h5: the dataset layout (labels = classes, names sample_000000, ..., prompts as captions), readable by eval-fvd;
+    npz: `videos` uint8 [N, F, H, W, 3], `labels` [N] and, from prompts, `prompts` [N] (with save_levels also
+    `level_0`, ...); mp4/gif from prompts: the prompts beside the grid (`prompts_file`).
     Levels are written beside `out` as `out_level0.mp4` / `.h5`, or inside the npz.
     """
     from hpdm_core.data.video_io import to_uint8, write_video, write_video_grid
@@ -405,16 +421,18 @@ def save_samples(result: SampleResult, out: str | Path, fmt: str, fps: float = 8
     written: list[Path] = []
     if fmt == "npz":
         arrays = {"videos": videos, "labels": np.asarray(labels, dtype=np.int64)}
+        if result.prompts:
+            arrays["prompts"] = np.asarray(result.prompts, dtype=str)
         arrays.update({f"level_{level}": canvas for level, canvas in enumerate(lower)})
         _write_npz(out, arrays)
         return [out]
     if fmt == "h5":
         names = class_names or [f"class_{k}" for k in range(max(labels) + 1)]
-        _write_h5(out, videos, labels, names, fps, attrs or {})
+        _write_h5(out, videos, labels, names, fps, attrs or {}, result.prompts)
         written.append(out)
         for level, canvas in enumerate(lower):
             path = _with_suffix(out, f"level{level}")
-            _write_h5(path, canvas, labels, names, fps, {**(attrs or {}), "level": level})
+            _write_h5(path, canvas, labels, names, fps, {**(attrs or {}), "level": level}, result.prompts)
             written.append(path)
         return written
     written.append(write_video_grid(out, videos, fps))
@@ -422,4 +440,9 @@ def save_samples(result: SampleResult, out: str | Path, fmt: str, fps: float = 8
         written += [write_video(_with_suffix(out, f"{i:03d}"), video, fps) for i, video in enumerate(videos)]
     for level, canvas in enumerate(lower):
         written.append(write_video_grid(_with_suffix(out, f"level{level}"), canvas, fps))
+    if result.prompts:
+        sidecar = prompts_file(out)
+        with atomic_write(sidecar) as tmp:
+            tmp.write_text("".join(" ".join(p.split()) + "\n" for p in result.prompts), encoding="utf-8")
+        written.append(sidecar)
     return written

@@ -34,14 +34,14 @@ def rng(*keys: int) -> np.random.Generator:
 
 def sample_seed(seed: int, index: int, level: int) -> int:
     """The seed of sample `index` at pyramid level `level`: a seed gives the same videos in every
-    version (README, Sampling), whatever the batching, so this layout never changes."""
+    version (docs/sampling.md), whatever the batching, so this layout never changes."""
     return int(np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32, index, level]).generate_state(2, np.uint64)[0]
                >> np.uint64(1))
 
 
 def protocol_rng(seed: int) -> np.random.Generator:
     """The real clips' start frames of an FVD evaluation: np.random.default_rng(--seed), one draw per
-    clip, as the README documents, so a cached or published number can be reproduced."""
+    clip, as docs/evaluation.md documents, so a cached or published number can be reproduced."""
     return np.random.default_rng(seed)
 
 

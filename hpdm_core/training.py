@@ -1,11 +1,11 @@
 """Patch-hierarchy training: one `Trainer` that builds, steps, saves and resumes.
 
 The network never sees a full-resolution video: each step reads target-resolution clips, cuts one
-nested chain of patches per clip (pyramid.extract_hierarchy) and trains every level jointly
+nested chain of patches per clip (pyramid.extract_chain) and trains every level jointly
 (diffusion.hierarchy_loss). LAMB, linear warm-up + cosine decay, EMA, global-norm gradient clipping,
 gradient accumulation, bf16 autocast on CUDA.
 
-Determinism (DESIGN.md, Conventions): every random draw of row j of the global batch of step s
+Determinism (docs/design.md, "Conventions"): every random draw of row j of the global batch of step s
 comes from generators keyed by (seed, s, j): the data stream picks the clip, its start frame, flip
 and patch offsets; the noise stream draws the per-level sigmas, the label dropout and the noise.
 Rank k of W trains rows [k B/W, (k+1) B/W), so it draws exactly what one process draws for those
@@ -35,12 +35,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from hpdm_core import checkpoint as ckpt
+from hpdm_core import conditioning
 from hpdm_core import distributed as dist_lib
 from hpdm_core import config as config_lib
 from hpdm_core import files
 from hpdm_core import init_from as init_from_lib
+from hpdm_core.compiling import compile_module
 from hpdm_core.config import Config, config_conflicts
 from hpdm_core.data.batches import StepBatches, check_data, check_images, open_clips, open_images
+from hpdm_core.data.h5store import VideoStore, fingerprint_matches
 from hpdm_core.diffusion import build_denoiser, hierarchy_loss
 from hpdm_core.errors import BadInputError, HPDMError, TrainingDivergedError
 from hpdm_core.learning import ProbeBatch, UpdateSizes, label_gap, make_probe_batch
@@ -123,11 +126,15 @@ def _setup_run(run_dir, requested, data, steps, images=None) -> tuple[Config, bo
     cfg.validate()
     config_lib.validate_images(cfg)
     fingerprint = check_data(cfg)
-    if cfg.data.fingerprint and fingerprint != cfg.data.fingerprint:
-        raise BadInputError(f"{cfg.data.path} is not the data {run_dir} was trained on (its videos, labels or names "
-                            "differ); pass the original file with --data (it may be moved or renamed), or start a "
-                            "new --run-dir")
+    # A run folder from before content fingerprints holds the structural one: accepted, then upgraded.
+    if cfg.data.fingerprint and not fingerprint_matches(cfg.data.fingerprint, VideoStore(cfg.data.path),
+                                                        current=fingerprint):
+        raise BadInputError(f"{cfg.data.path} is not the data {run_dir} was trained on (its frames, videos, labels "
+                            "or names differ); pass the original file with --data (it may be moved or renamed), or "
+                            "start a new --run-dir")
     cfg.data.fingerprint = fingerprint
+    if cfg.model.conditioning == "text":
+        _record_text_encoder(cfg, run_dir)
     if cfg.data.image_path:
         image_fingerprint = check_images(cfg)
         if cfg.data.image_fingerprint and image_fingerprint != cfg.data.image_fingerprint:
@@ -137,6 +144,21 @@ def _setup_run(run_dir, requested, data, steps, images=None) -> tuple[Config, bo
     files.lock_run_dir(run_dir)  # creates the folder; only now, when everything checked out
     config_lib.save(cfg, config_path)
     return cfg, resumed
+
+
+def _record_text_encoder(cfg: Config, run_dir: Path) -> None:
+    """Record which encoder made the file's text embeddings: sampling must encode prompts with the same one."""
+    from hpdm_core.data.batches import check_text
+
+    info = check_text(cfg)
+    if cfg.data.text_fingerprint and info["fingerprint"] != cfg.data.text_fingerprint:
+        raise BadInputError(f"the text embeddings in {cfg.data.path} were made by another text encoder than the one "
+                            f"{run_dir} was trained with (fingerprint {info['fingerprint']}, the run's "
+                            f"{cfg.data.text_fingerprint}); encode the captions with the run's encoder "
+                            f"({cfg.data.text_encoder or 'see its config.toml'}) or start a new --run-dir")
+    cfg.data.text_fingerprint = str(info["fingerprint"])
+    cfg.data.text_encoder = str(info.get("encoder_path") or cfg.data.text_encoder or info.get("encoder", ""))
+    cfg.data.text_max_tokens = int(info["max_tokens"])
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -185,6 +207,8 @@ class Trainer:
         self.raw_model.to(self.device)
         self.ema = EMA(self.raw_model, t.ema_decay)  # before wrapping: a plain copy
         self.model = self.wrap_model(self.raw_model)
+        # What the loss calls: the (wrapped) denoiser, compiled when train.compile (hpdm_core/compiling.py)
+        self.step_model = compile_module(self.model, self.device, world_size) if t.compile else self.model
         groups = decay_groups(self.raw_model, t.weight_decay, adapt_all=t.trust_ratio == "all")
         self.optimizer = Lamb(groups, lr=t.lr, betas=tuple(t.betas),
                               weight_decay=t.weight_decay)
@@ -308,18 +332,27 @@ class Trainer:
         self.open_data()
         t = self.cfg.train
         steps = StepBatches(self.clips, self.geometry, self.rows, t.seed, end, null_class=self.cfg.model.num_classes,
-                            images=self.open_image_data(), image_rows=self.image_rows)
+                            text=self.text_embeddings(), images=self.open_image_data(), image_rows=self.image_rows,
+                            image_text=self.text_embeddings(self.cfg.data.image_path) if self.image_rows else None)
         workers = self.cfg.data.num_workers
         return DataLoader(steps, batch_size=None, sampler=range(start, end), num_workers=workers,
                           pin_memory=self.device.type == "cuda", prefetch_factor=2 if workers else None,
                           persistent_workers=False)
+
+    def text_embeddings(self, path: str | None = None):
+        """The text embeddings of the data file (or of `path`) for a text-conditional run (None for classes)."""
+        if self.cfg.model.conditioning != "text":
+            return None
+        from hpdm_core.text.store import TextEmbeddings
+
+        return TextEmbeddings(path or self.cfg.data.path)
 
     # -- what the run is learning
     def probe_batch(self) -> ProbeBatch | None:
         """Fixed real chains for the label gap, the same at every probe and on every rank (None: no labels)."""
         if self._probe is False:
             steps = StepBatches(self.open_data(), self.geometry, range(PROBE_ROWS), derive_seed(self.cfg.train.seed,
-                                PROBE_STREAM), 1, null_class=self.cfg.model.num_classes)
+                                PROBE_STREAM), 1, null_class=self.cfg.model.num_classes, text=self.text_embeddings())
             probe = make_probe_batch(steps[0], self.cfg.model.num_classes,
                                      generator(self.cfg.train.seed, PROBE_STREAM))
             self._probe = probe.to(self.device) if probe is not None else None
@@ -339,7 +372,7 @@ class Trainer:
 
     def compute_loss(self, patches, offsets, labels, noise: list[torch.Generator], per_row: bool = False):
         """(loss, per-level losses); with per_row also the per-row, per-level losses [B, n]."""
-        return hierarchy_loss(self.model, patches, offsets, labels, noise, per_row=per_row)
+        return hierarchy_loss(self.step_model, patches, offsets, labels, noise, per_row=per_row)
 
     def train_step(self, batch: dict[str, torch.Tensor], measure_updates: bool = False) -> StepResult:
         """One optimizer step; with measure_updates, StepResult.updates holds ||delta w|| / ||w|| per group."""
@@ -357,7 +390,7 @@ class Trainer:
         for i in range(t.accumulation):
             part = {k: v[i * micro:(i + 1) * micro] for k, v in batch.items()}
             with self.accumulation_context(i == t.accumulation - 1), self.autocast():
-                args = (part["patches"], part["offsets"], part["labels"], noise[i * micro:(i + 1) * micro])
+                args = (part["patches"], part["offsets"], conditioning.from_batch(part), noise[i * micro:(i + 1) * micro])
                 if mixed:
                     loss, per_level, per_row = self.compute_loss(*args, per_row=True)
                 else:

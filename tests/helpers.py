@@ -1,7 +1,9 @@
-"""Test-only helpers: stand-ins for files and call signatures of other projects, and a gather by index."""
+"""Test-only helpers: stand-ins for files and call signatures of other projects, a gather by index, and
+the `hpdm` entry point run in-process."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -54,3 +56,17 @@ def gather_by_index(items: dict[int, Any]) -> dict[int, Any] | None:
             raise ValueError(f"sample indices {sorted(overlap)[:5]} were computed by more than one rank")
         merged.update(part)
     return merged
+
+
+def hpdm(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the real entry point in this process: (exit code, stdout, stderr with Rich's wrapping undone)."""
+    from hpdm_cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["hpdm", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, " ".join(err.split())  # Rich wraps messages at the terminal width

@@ -9,20 +9,10 @@ from pathlib import Path
 import h5py
 import pytest
 
-from hpdm_cli.app import main
 from test_ucf101 import CORRUPT, VIDEOS, build_mini_ucf101
+from tests.helpers import hpdm
 
 
-def hpdm(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["hpdm", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, " ".join(err.split())  # Rich wraps messages at the terminal width
 
 
 def test_synthetic_then_info(tmp_path, monkeypatch, capsys):
@@ -45,7 +35,8 @@ def test_ucf101_reports_skipped_video(tmp_path, monkeypatch, capsys):
                                 "--compression", "lzf", "--json")
     result = json.loads(stdout)
     assert code == 0 and CORRUPT in stderr and "skipped" in stderr
-    assert result["failed"][0]["name"] == CORRUPT and result["videos"] == 5 and result["decoded"] == 6
+    # decoded counts videos that were decoded, not the one that failed (issue 25: "4 decoded, 2 written")
+    assert result["failed"][0]["name"] == CORRUPT and result["videos"] == 5 and result["decoded"] == 5
     with h5py.File(out) as f:
         assert f["frames"].compression == "lzf" and f["frames"].shape == (15, 16, 16, 3)
     code, stdout, _ = hpdm(monkeypatch, capsys, "info", str(out), "--json")
@@ -138,4 +129,26 @@ def test_os_error_is_a_message_with_exit_1(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(hpdm_cli.prepare, "make_synthetic", full_disk)
     code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(tmp_path / "s.h5"))
-    assert code == 1 and "No space left on device" in stderr and "Traceback" not in stderr
+    stderr = " ".join(stderr.split())
+    assert code == 1 and "the disk is full: writing" in stderr and "s.h5" in stderr and "Traceback" not in stderr
+
+
+def test_synthetic_captions_holdout_and_still_through_info(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cap.h5"
+    code, _, _ = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(out), "--num-videos", "20",
+                      "--frames", "4", "--resolution", "16", "--captions", "--colours", "3", "--shapes", "2",
+                      "--holdout-pairs", "2", "--seed", "1")
+    assert code == 0
+    code, stdout, _ = hpdm(monkeypatch, capsys, "info", str(out), "--json")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["captioned"] == 20 and summary["classes"] == 6 and summary["kind"] == "videos"
+    assert len(summary["holdout_pairs"]) == 2
+    still = tmp_path / "still.h5"
+    code, _, _ = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(still), "--num-videos", "5",
+                      "--resolution", "16", "--still")
+    code, stdout, _ = hpdm(monkeypatch, capsys, "info", str(still), "--json")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["kind"] == "images" and summary["frames"] == 5 and summary["captioned"] == 0
+    code, _, stderr = hpdm(monkeypatch, capsys, "prepare", "synthetic", "--out", str(tmp_path / "x.h5"),
+                           "--holdout-pairs", "1")
+    assert code == 2 and "needs --captions" in stderr

@@ -160,3 +160,31 @@ def test_second_process_on_a_run_folder_exits_2_until_the_first_is_gone(data, tm
         holder.wait()
     code, _, err = train(capsys, monkeypatch, None, run, steps=2)
     assert code == 0, err
+
+
+def test_resume_refuses_other_frames_of_the_same_layout_and_upgrades_old_fingerprints(tmp_path, capsys, monkeypatch):
+    import tomllib
+
+    from hpdm_core.data.h5store import VideoStore, dataset_fingerprint, structural_fingerprint
+
+    files = {}
+    for seed in (0, 7):  # same videos, lengths, labels and names; other frames
+        files[seed] = tmp_path / f"seed{seed}.h5"
+        code, _, err = hpdm(capsys, monkeypatch, "prepare", "synthetic", "--out", files[seed], "--num-videos", 3,
+                            "--frames", 10, "--resolution", 16, "--seed", seed)
+        assert code == 0, err
+    stores = {seed: VideoStore(path) for seed, path in files.items()}
+    assert structural_fingerprint(stores[0]) == structural_fingerprint(stores[7])
+    assert dataset_fingerprint(stores[0]) != dataset_fingerprint(stores[7])
+    run = tmp_path / "run"
+    assert train(capsys, monkeypatch, files[0], run)[0] == 0
+    code, _, err = train(capsys, monkeypatch, files[7], run, steps=2)
+    assert code == 2 and "is not the data" in err and "Traceback" not in err
+    # A run folder from before version 2 holds the structural fingerprint: the same file resumes and upgrades it.
+    config = run / "config.toml"
+    recorded = tomllib.loads(config.read_text())["data"]["fingerprint"]
+    assert recorded == dataset_fingerprint(stores[0]) and recorded.startswith("v2:")
+    config.write_text(config.read_text().replace(recorded, structural_fingerprint(stores[0])))
+    code, _, err = train(capsys, monkeypatch, files[0], run, steps=2)
+    assert code == 0, err
+    assert tomllib.loads(config.read_text())["data"]["fingerprint"] == recorded

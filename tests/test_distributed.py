@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 from helpers import gather_by_index
 from hpdm_core import distributed as dist_lib
 from hpdm_core.config import preset
+from hpdm_core.metrics.clips import real_clips
 from hpdm_core.metrics.frechet import FeatureStats
 from hpdm_core.diffusion import build_denoiser
 from hpdm_core.optim import Lamb, decay_groups
@@ -337,7 +338,7 @@ def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
             warnings.simplefilter("ignore")
             scores = fvd_module.evaluate(tmp_path / "real.h5", tmp_path / "fake.npz", use_cache=False, **EVAL_ARGS)
         store = fvd_module.VideoStore(tmp_path / "real.h5")
-        clips, _, _ = fvd_module.real_clips(store, 5, 9)
+        clips, _, _ = real_clips(store, 5, 9)
         direct = fvd_module.compute_feature_stats(clips, fvd_module.random_i3d_detector(0, None, "cpu"), batch_size=2)
     finally:
         torch.set_num_threads(threads)

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter
 from hpdm_core.errors import BadInputError
 from hpdm_core.metrics import fvd as fvd_module
-from hpdm_core.metrics.fvd import (PROTOCOLS, Protocol, RealClipChoice, choose_real_clips, compute_is, evaluate,
-                                   fake_clips, protocol_deviations, read_real_clips)
+from hpdm_core.metrics.clips import RealClipChoice, choose_real_clips, fake_clips, read_real_clips
+from hpdm_core.metrics.fvd import PROTOCOLS, Protocol, compute_is, evaluate, protocol_deviations
 from hpdm_core.metrics.inception_score import inception_score, shuffled_rows
 
 # File order is not name order; "v_Apple_g02_c01" (5 frames) is too short for any clip here, and
@@ -180,7 +180,67 @@ def test_evaluate_is_comparable_only_when_every_rule_held(tmp_path, stand_ins, m
     for needle in ("random-weight I3D", "FVD@6", "only 5 real videos", "only 4 generated",
                    "at 8x8, generated ones at 4x4"):
         assert any(needle in r for r in reasons), (needle, reasons)
-    assert evaluate(real, tmp_path / "small.npz", i3d=tmp_path / "i3d.pt", resolution=8, use_cache=False)["comparable"]
+    # A --resolution that resizes breaks the rule (issue 25); one that matches both stored sizes resizes nothing.
+    with pytest.warns(UserWarning, match="--resolution resizes"):
+        assert not evaluate(real, tmp_path / "small.npz", i3d=tmp_path / "i3d.pt", resolution=8,
+                            use_cache=False)["comparable"]
+    assert evaluate(real, tmp_path / "fake.npz", i3d=tmp_path / "i3d.pt", resolution=8, use_cache=False)["comparable"]
+
+
+def _ucf_like(path, split="all", preparation=None):
+    """A real set that says it is UCF-101 (source, split, and the preparation when given)."""
+    _write(path, LENGTHS, NAMES)
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        f.attrs["source"], f.attrs["split"] = "ucf101", split
+        if preparation is not None:
+            f.attrs["preparation"] = preparation
+    return path
+
+
+def test_results_carry_the_weights_hash_and_the_real_sets_provenance(tmp_path, stand_ins, monkeypatch):
+    import hashlib
+
+    from hpdm_core.metrics import detectors
+
+    monkeypatch.setitem(PROTOCOLS, "styleganv", Protocol("styleganv", num=4, frames=10, unbiased=False, resize="torch"))
+    monkeypatch.setitem(PROTOCOLS, "tf", Protocol("tf", num=4, frames=10, unbiased=True, resize="tf"))
+    weights = tmp_path / "i3d.pt"
+    weights.write_bytes(b"stand-in weights")
+    sha = hashlib.sha256(b"stand-in weights").hexdigest()
+    np.savez(tmp_path / "fake.npz", videos=np.random.default_rng(0).integers(0, 256, (4, 12, 8, 8, 3), np.uint8))
+    fake = tmp_path / "fake.npz"
+
+    real = _ucf_like(tmp_path / "ucf.h5", preparation="styleganv")
+    result = evaluate(real, fake, i3d=weights, use_cache=False)
+    assert result["comparable"] and result["detector_sha256"] == sha
+    assert result["detector_weights"] == "no documented hash to check it against"  # reported, no verdict
+    assert result["real_data"] | {"path": None} == {"path": None, "source": "ucf101", "split": "all", "fold": 0,
+                                                    "preparation": "styleganv", "videos": 6, "resolution": [8, 8]}
+    assert "StyleGAN-V's fvd2048_16f" in result["comparable_with"]
+    tf = evaluate(real, fake, i3d=weights, protocol="tf", use_cache=False)
+    assert "hpdm" in tf["comparable_with"] and "not those of any published TF-FVD table" in tf["comparable_with"]
+
+    monkeypatch.setitem(detectors.KNOWN_WEIGHTS, sha, ("an ImageNet-inflated I3D", False))
+    with pytest.warns(UserWarning, match="the I3D weights are an ImageNet-inflated I3D, not the TF-Hub I3D"):
+        assert not evaluate(real, fake, i3d=weights, use_cache=False)["comparable"]
+    monkeypatch.setitem(detectors.KNOWN_WEIGHTS, sha, ("the TF-Hub I3D", True))
+    assert evaluate(real, fake, i3d=weights, use_cache=False)["detector_weights"] == "the TF-Hub I3D"
+
+    for path, split, preparation, needle in ((tmp_path / "train.h5", "train", "styleganv", "train split"),
+                                             (tmp_path / "old.h5", "all", None, "prepared with 'area' resizing")):
+        with pytest.warns(UserWarning, match=needle):
+            result = evaluate(_ucf_like(path, split, preparation), fake, i3d=weights, use_cache=False)
+        assert not result["comparable"]
+    assert evaluate(tmp_path / "old.h5", fake, i3d=weights, protocol="tf", use_cache=False)["comparable"]
+
+
+def test_documented_hashes_are_well_formed():
+    from hpdm_core.metrics.detectors import KNOWN_WEIGHTS
+
+    assert all(len(sha) == 64 and int(sha, 16) >= 0 for sha in KNOWN_WEIGHTS)
+    assert [tfhub for _, tfhub in KNOWN_WEIGHTS.values()].count(True) == 1
 
 
 def test_repeated_real_videos_warn_and_are_not_comparable(tmp_path, stand_ins):

@@ -10,7 +10,8 @@ from hpdm_core.metrics import fvd as fvd_module
 from helpers import state_dict_to_chainer
 from hpdm_core.metrics.c3d import random_c3d
 from hpdm_core.metrics.frechet import cache_file, frechet_distance
-from hpdm_core.metrics.fvd import compute_fvd, evaluate, fake_clips, real_clips
+from hpdm_core.metrics.clips import fake_clips, real_clips
+from hpdm_core.metrics.fvd import compute_fvd, evaluate
 from hpdm_core.metrics.i3d import I3DFeatures, random_i3d
 from hpdm_core.metrics.inception_score import inception_score
 

@@ -25,7 +25,7 @@ OVERLAPS = ["none", "f", "h", "w", "fh", "fw", "hw", "fhw"]
 
 
 def nested_by_hand(chain, patch):
-    """The DESIGN.md rule, written out per level and axis."""
+    """The nesting rule (docs/design.md, "Nested chains in training"), written out per level and axis."""
     for level, o in enumerate(chain):
         for axis in range(3):
             if not 0 <= o[axis] <= patch[axis] * 2 ** level - patch[axis]:

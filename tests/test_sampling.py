@@ -184,8 +184,13 @@ def test_same_videos_whatever_batch_size_and_tile_batch():
     labels = torch.tensor([0, 1, 2])
     runs = [generate(denoiser, labels, seed=11, options=SampleConfig(steps=2, overlap="fw", tile_batch=tb),
                      batch_size=bs) for bs, tb in ((3, 64), (1, 2), (2, 5))]
+    # Other batch shapes take other float32 matmul blockings (and thread splits), so the network's outputs differ
+    # in their last bits. The canvas starts at sigma_max * z (|z| < 5 over these ~10^4 values) and ends near 1:
+    # a rounding of that first canvas survives the cancellation whole, so the videos agree to a few ulps of
+    # sigma_max * 5, not of 1 (one thread: 2^-16 apart; a batching bug moves them by ~0.1).
+    atol = 4 * torch.finfo(torch.float32).eps * denoiser.cfg.sigma_max * 5
     for run in runs[1:]:
-        torch.testing.assert_close(run.videos, runs[0].videos, atol=1e-5, rtol=0)
+        torch.testing.assert_close(run.videos, runs[0].videos, atol=atol, rtol=0)
     assert not torch.allclose(runs[0].videos[0], runs[0].videos[1])  # each sample has its own noise
     other_seed = generate(denoiser, labels[:1], seed=12, options=SampleConfig(steps=2, overlap="fw"))
     assert not torch.allclose(other_seed.videos[0], runs[0].videos[0])

@@ -110,7 +110,7 @@ def test_prepare_keeps_pattern_labels_and_groups(prepared):
     good = [video_name(*v) for v in VIDEOS if video_name(*v) != CORRUPT]
     assert report.failed and report.failed[0][0] == CORRUPT and len(report.failed) == 1
     assert report.failed[0][1]  # a reason is given
-    assert report.decoded == len(VIDEOS) and report.videos == len(good)
+    assert report.decoded == len(good) == report.videos  # decoded: videos, not the one that failed
     assert sorted(store.names) == sorted(good)
     assert store.resolution == (32, 32) and store.class_names == CLASSES
     attrs = store.attrs
@@ -175,7 +175,7 @@ def test_sigkill_while_decoding_resumes_without_decoding_again(mini_ucf, prepare
     staged = [p for p in staging_dir(out).iterdir() if p.name != "args.json"]
     assert len(staged) == 4
     report = prepare_ucf101(mini_ucf, out, resolution=32, workers=1)
-    assert report.reused == 4 and report.decoded == len(VIDEOS) - 4
+    assert report.reused == 4 and report.decoded == len(VIDEOS) - 1 - 4  # the corrupt one is no video
     assert [name for name, _ in report.failed] == [CORRUPT]
     _same_content(out, prepared[0])
 
@@ -186,7 +186,7 @@ def test_sigkill_while_packing_leaves_no_complete_looking_file(mini_ucf, prepare
     assert _run_killed(mini_ucf, out, "pack", after=3) == -signal.SIGKILL
     assert not out.exists() and out.with_name(out.name + ".tmp").exists()
     report = prepare_ucf101(mini_ucf, out, resolution=32, workers=1)
-    assert report.reused == 3 and report.decoded == len(VIDEOS) - 3
+    assert report.reused == 3 and report.decoded == len(VIDEOS) - 1 - 3
     _same_content(out, prepared[0])
     again = prepare_ucf101(mini_ucf, out, resolution=32, workers=1)  # already complete: nothing to do
     assert again.up_to_date and again.decoded == 0 and again.videos == report.videos
@@ -204,7 +204,7 @@ def test_resume_with_other_arguments_is_refused(mini_ucf, tmp_path):
     with pytest.raises(BadInputError, match="--restart"):
         prepare_ucf101(mini_ucf, out, resolution=16)
     report = prepare_ucf101(mini_ucf, out, resolution=16, restart=True)
-    assert report.decoded == len(VIDEOS) and VideoStore(out).resolution == (16, 16)
+    assert report.decoded == len(VIDEOS) - 1 and VideoStore(out).resolution == (16, 16)
 
 
 def test_bad_sources_are_clear_errors(mini_ucf, tmp_path):
@@ -274,3 +274,40 @@ def test_rerun_recovers_from_a_stale_lock_on_the_tmp_file(mini_ucf, prepared, tm
         holder.kill()
         holder.wait()
     _same_content(out, prepared[0])
+
+
+def test_styleganv_frames_are_what_its_conversion_script_writes():
+    """Reference: StyleGAN-V's convert_videos_to_frames.py, as its lines run (torchvision's resize and centre
+    crop written out, since torchvision is not a dependency), then the JPEG it saves read back."""
+    import io
+
+    from PIL import Image
+
+    from hpdm_core.data.ucf101 import styleganv_frame
+
+    frame = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    frame[:, :20] //= 3  # some structure for the JPEG to keep
+    image = Image.fromarray(frame).resize((int(16 * 40 / 24), 16), Image.LANCZOS)  # shorter side -> 16
+    left = int(round((image.size[0] - 16) / 2.0))
+    image = image.crop((left, 0, left + 16, 16))
+    saved = io.BytesIO()
+    image.save(saved, format="JPEG", q=95)  # its call: Pillow has no `q`, so this is quality 75
+    default = io.BytesIO()
+    image.save(default, format="JPEG")
+    assert saved.getvalue() == default.getvalue()
+    expected = np.asarray(Image.open(io.BytesIO(saved.getvalue())).convert("RGB"))
+    np.testing.assert_array_equal(styleganv_frame(frame, 16), expected)
+
+
+def test_styleganv_preparation_is_recorded_and_resumes_only_with_it(mini_ucf, prepared, tmp_path):
+    out = tmp_path / "sg.h5"
+    report = prepare_ucf101(mini_ucf, out, resolution=32, workers=1, preparation="styleganv")
+    store, area = VideoStore(out), VideoStore(prepared[0])
+    assert store.attrs["preparation"] == "styleganv" and area.attrs["preparation"] == "area"
+    assert json.loads(store.attrs["prepare_args"])["preparation"] == "styleganv"
+    assert "preparation" not in json.loads(area.attrs["prepare_args"])  # files made before the option stay current
+    a, b = store.video(0).astype(int), area.video(0).astype(int)
+    assert a.shape == b.shape and 0 < np.abs(a - b).mean() < 20  # the same videos, other resampling and JPEG
+    assert report.videos == prepared[1].videos
+    with pytest.raises(BadInputError, match="unknown preparation"):
+        prepare_ucf101(mini_ucf, tmp_path / "x.h5", resolution=32, preparation="bicubic")

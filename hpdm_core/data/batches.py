@@ -1,19 +1,21 @@
 """What training reads: the data file checked against a config, and every step's batch.
 
-Determinism (DESIGN.md, Conventions): row j of the global batch of step s draws its clip, start frame,
+Determinism (docs/design.md, "Conventions"): row j of the global batch of step s draws its clip, start frame,
 flip and patch offsets from a generator keyed by (seed, s, j), so any process (rank, DataLoader
 worker, a resumed run) builds exactly the same row.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from hpdm_core.config import Config
+from hpdm_core.data.dataset import to_unit
 from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
 from hpdm_core.errors import BadInputError
-from hpdm_core.pyramid import PatchGeometry, extract_hierarchy, sample_nested_offsets
+from hpdm_core.pyramid import PatchGeometry, extract_chain, sample_nested_offsets
 from hpdm_core.seeding import DATA_STREAM, generator
 
 
@@ -37,12 +39,28 @@ def check_data(cfg: Config) -> str:
                             f"({frames} frames, data.frame_stride {stride}); the longest has {longest}. Use "
                             "longer videos or a smaller model.patch frames / data.frame_stride")
     labels = store.labels
-    if len(labels) and int(labels.max()) >= cfg.model.num_classes:
+    if cfg.model.conditioning == "class" and len(labels) and int(labels.max()) >= cfg.model.num_classes:
         raise BadInputError(f"{cfg.data.path} has labels up to {int(labels.max())} but model.num_classes is "
                             f"{cfg.model.num_classes}; use --set model.num_classes={int(labels.max()) + 1}")
     fingerprint = dataset_fingerprint(store)
     store.close()
+    if cfg.model.conditioning == "text":
+        check_text(cfg)
     return fingerprint
+
+
+def check_text(cfg: Config, path: str | None = None) -> dict:
+    """The text embeddings' info (encoder, fingerprint, dim) of the data file (or of `path`); BadInputError
+    unless a text-conditional config can train on them."""
+    from hpdm_core.text.store import TextEmbeddings
+
+    path = path or cfg.data.path
+    info = TextEmbeddings(path).info  # raises when the file holds no (complete) embeddings
+    if int(info["dim"]) != cfg.model.text_dim:
+        raise BadInputError(f"{path} holds text embeddings of width {info['dim']} (encoder "
+                            f"{info.get('encoder', '?')}) but model.text_dim is {cfg.model.text_dim}; use "
+                            f"--set model.text_dim={info['dim']} or encode the captions with the model's encoder")
+    return info
 
 
 def open_clips(cfg: Config):
@@ -72,7 +90,12 @@ def check_images(cfg: Config) -> str:
     labels = store.labels
     if len(labels) == 0:
         raise BadInputError(f"{path} holds no images")
-    if int(labels.max()) >= cfg.model.num_classes:
+    if cfg.model.conditioning == "text":
+        images_text, videos_text = check_text(cfg, path), check_text(cfg)
+        if images_text["fingerprint"] != videos_text["fingerprint"]:
+            raise BadInputError(f"the captions of {path} and of {cfg.data.path} were encoded by different text "
+                                "encoders; encode both with the same one (`hpdm encode-text --overwrite`)")
+    elif int(labels.max()) >= cfg.model.num_classes:
         raise BadInputError(f"{path} has labels up to {int(labels.max())} but model.num_classes is "
                             f"{cfg.model.num_classes}")
     fingerprint = dataset_fingerprint(store)
@@ -101,37 +124,64 @@ class StepBatches(Dataset):
 
     With `images` (a 1-frame ClipDataset) and `image_rows`, still-image rows follow the video rows: each a
     still video of the target's frame count, cut into a patch chain like a video row, and the item gains
-    `still` [B] (True on image rows)."""
+    `still` [B] (True on image rows). With `text` (and `image_text` for the image rows), the rows' text
+    embeddings come as text_tokens [B, T, D] and text_mask [B, T]."""
 
     def __init__(self, clips, geometry: PatchGeometry, rows: range, seed: int, num_steps: int, null_class: int,
-                 images=None, image_rows: range = range(0)):
+                 text=None, images=None, image_rows: range = range(0), image_text=None):
         self.clips, self.geometry, self.null_class = clips, geometry, null_class
         self.rows, self.seed, self.num_steps = rows, seed, num_steps
         self.images, self.image_rows = images, image_rows if images is not None else range(0)
+        self.text, self.image_text = text, image_text  # text.store.TextEmbeddings of the two files
 
     def __len__(self) -> int:
         return self.num_steps
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        clips, labels, offsets = [], [], []
-        for row in self.rows:
-            # The row's generator picks the video, its start frame and flip, then the patch offsets:
-            # the same draws whichever process (rank, DataLoader worker) builds the row.
+        # Host memory stays what the batch keeps (2.4 MB a row at the paper's size): each row's clip is
+        # read as uint8, its patches are cut and pooled from only the regions they cover (extract_chain,
+        # the same float32 numbers as stacking the float clips and pooling them whole: 50 MB a row), and
+        # it is freed before the next row is read. In a DataLoader worker the batch is allocated in
+        # shared memory, so sending it to the main process copies nothing.
+        patches, labels, offsets, sources = None, [], [], []
+        rows = [(row, False) for row in self.rows] + [(row, True) for row in self.image_rows]
+        for j, (row, still) in enumerate(rows):
+            # The row's generator picks the video (or image), its start frame and flip, then the patch
+            # offsets: the same draws whichever process (rank, DataLoader worker) builds the row.
             g = generator(self.seed, step, row, DATA_STREAM)
-            clip, label = self.clips.clip(int(torch.randint(len(self.clips), (1,), generator=g)), g)
-            clips.append(clip)
+            data = self.images if still else self.clips
+            index = int(torch.randint(len(data), (1,), generator=g))
+            pixels, label = data.pixels(index, g)
+            if still:
+                pixels = still_video(pixels, self.geometry.target[0])  # a view: no copy per frame
+            sources.append((still, int(data.indices[index])))
             labels.append(label)
             offsets.append(sample_nested_offsets(1, self.geometry, generator=g))
-        for row in self.image_rows:  # the same draws from an image: which one, its flip, the offsets
-            g = generator(self.seed, step, row, DATA_STREAM)
-            clip, label = self.images.clip(int(torch.randint(len(self.images), (1,), generator=g)), g)
-            clips.append(still_video(clip, self.geometry.target[0]))
-            labels.append(label)
-            offsets.append(sample_nested_offsets(1, self.geometry, generator=g))
-        clips, offsets = torch.stack(clips).float(), torch.cat(offsets)
+            if patches is None:
+                patches = self._empty_patches(len(rows), pixels.shape[0])
+            extract_chain(pixels, offsets[-1][0], self.geometry, to_unit, out=patches[j])
+            del pixels
+        offsets = torch.cat(offsets)
         labels = torch.tensor(labels, dtype=torch.long)
         labels = torch.where(labels < 0, self.null_class, labels)  # unlabelled videos train unconditionally
-        batch = {"patches": extract_hierarchy(clips, offsets, self.geometry), "offsets": offsets, "labels": labels}
+        batch = {"patches": patches, "offsets": offsets, "labels": labels}
         if self.image_rows:
             batch["still"] = torch.arange(len(labels)) >= len(self.rows)
+        if self.text is not None:
+            tokens, mask = zip(*(read_rows(self.image_text if still else self.text, [i for s, i in sources if s == still])
+                                 for still in (False, True) if any(s == still for s, _ in sources)))
+            batch["text_tokens"] = torch.from_numpy(np.concatenate(tokens))
+            batch["text_mask"] = torch.from_numpy(np.concatenate(mask))
         return batch
+
+    def _empty_patches(self, rows: int, channels: int) -> torch.Tensor:
+        patches = torch.empty(rows, self.geometry.num_levels, channels, *self.geometry.patch)
+        return patches.share_memory_() if get_worker_info() is not None else patches
+
+
+def read_rows(text, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, mask) of the videos `indices` (any order, repeats allowed) of a TextEmbeddings file; HDF5
+    reads want increasing, distinct indices, so each video is read once and the rows are put in order."""
+    unique, order = np.unique(np.asarray(indices), return_inverse=True)
+    tokens, mask = text.rows(unique.tolist())
+    return np.ascontiguousarray(tokens[order]), np.ascontiguousarray(mask[order])

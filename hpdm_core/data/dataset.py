@@ -67,10 +67,25 @@ class ClipDataset(Dataset):
 
     def clip(self, i: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
         """Item i with its start frame and flip drawn from `generator` (default: torch's global one)."""
+        pixels, label = self.pixels(i, generator)
+        return to_unit(pixels), label
+
+    def pixels(self, i: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+        """Item i before scaling to [-1, 1]: [3, F, H, W] pixel values 0..255, uint8 when the clip is read
+        at the stored resolution (4x smaller than float32), float32 when area-resized. The same random
+        draws as `clip`, and `to_unit` of it is exactly `clip`'s tensor: training scales crops of it, not
+        the whole clip (data/batches.py)."""
         start = int(torch.randint(0, int(self.lengths[i]) - self.span + 1, (), generator=generator).item())
         pixels = self.store.video(int(self.indices[i]), start, self.frames, self.frame_stride)
-        clip = torch.from_numpy(np.ascontiguousarray(pixels)).permute(3, 0, 1, 2).float()  # [3, F, H, W]
-        clip = area_resize(clip, self.resolution)
+        clip = torch.from_numpy(np.ascontiguousarray(pixels)).permute(3, 0, 1, 2)  # [3, F, H, W] uint8
+        if tuple(clip.shape[-2:]) != self.resolution:
+            clip = area_resize(clip.float(), self.resolution)
         if self.flip and bool(torch.rand((), generator=generator) < 0.5):
             clip = clip.flip(-1)
-        return clip / 127.5 - 1.0, int(self.labels[i])
+        return clip, int(self.labels[i])
+
+
+def to_unit(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixel values 0..255 (uint8 or float) -> float32 in [-1, 1]; elementwise, so scaling a crop gives
+    the same numbers as cropping the scaled clip."""
+    return pixels.float() / 127.5 - 1.0

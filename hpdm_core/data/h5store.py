@@ -6,8 +6,11 @@ Layout (format 1):
     labels   int64 [N]                       class index, or -1 when unlabelled
     names    str   [N]                       e.g. "v_ApplyEyeMakeup_g08_c01" or "sample_000017"
     groups   int64 [N]                       UCF-101 group (gXX), -1 when not applicable
+    captions str   [N]  (optional)           UTF-8 caption per video, "" when it has none; written
+                                             only when some video has one
     attrs    format_version, class_names (JSON list), fps, resolution ([H, W]), split, fold,
-             source, hpdm_version, completed (True only once the file is whole)
+             source, hpdm_version, completed (True only once the file is whole),
+             kind ("videos", or "images": every entry is one still frame; absent = videos)
 
 Writers write to a temporary name and rename when complete, so a file under the final name
 always has completed=True. Readers open lazily, so a VideoStore can be pickled into
@@ -25,13 +28,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpdm_core import __version__
+from hpdm_core.version import __version__
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.files import atomic_write
 
 FORMAT_VERSION = 1
 REQUIRED_DATASETS = ("frames", "offsets", "labels", "names", "groups")
 COMPRESSIONS = ("none", "lzf", "gzip")
+KINDS = ("videos", "images")
 
 
 def frame_chunks(height: int, width: int, frames_per_chunk: int = 8) -> tuple[int, int, int, int]:
@@ -49,19 +53,17 @@ def compression_args(compression: str) -> dict[str, Any]:
     return {"compression": "lzf"}
 
 
-class VideoStore:
-    """Read-only view of a dataset file; opens the HDF5 handle on first use in each process."""
+class LazyH5File:
+    """A read-only HDF5 file opened on first use in each process. Pickling carries only the path, so
+    every DataLoader worker (fork or spawn) opens its own handle."""
 
-    def __init__(self, path: str | os.PathLike, check: bool = True):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._file: h5py.File | None = None
         self._pid: int | None = None
-        if check:
-            self.validate()
 
-    # Pickling carries only the path: every DataLoader worker reopens the file itself.
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_file": None, "_pid": None}
+        return {**self.__dict__, "_file": None, "_pid": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -78,10 +80,21 @@ class VideoStore:
             self._file.close()
         self._file = None
 
+
+class VideoStore(LazyH5File):
+    """Read-only view of a dataset file; opens the HDF5 handle on first use in each process."""
+
+    def __init__(self, path: str | os.PathLike, check: bool = True):
+        super().__init__(path)
+        if check:
+            self.validate()
+
     def validate(self) -> None:
         """Raise a clear error unless the path is a complete dataset file."""
         if not self.path.exists():
             raise MissingResourceError(f"dataset file {self.path} does not exist (make one with `hpdm prepare`)")
+        if self.path.is_dir():
+            raise BadInputError(f"{self.path} is a folder; give a dataset file (.h5) made by `hpdm prepare`")
         try:
             f = self.file
         except OSError as err:
@@ -101,6 +114,10 @@ class VideoStore:
         offsets = f["offsets"]
         if offsets.shape[0] != f["labels"].shape[0] + 1 or int(offsets[-1]) != f["frames"].shape[0]:
             raise BadInputError(f"{self.path}: offsets do not match frames/labels; the file is damaged")
+        if "captions" in f and f["captions"].shape[0] != f["labels"].shape[0]:
+            raise BadInputError(f"{self.path}: captions do not have one entry per video; the file is damaged")
+        if self.kind not in KINDS:
+            raise BadInputError(f"{self.path}: unknown kind {self.kind!r} (expected one of {', '.join(KINDS)})")
 
     def verify(self) -> None:
         """Deeper than validate(): per-video arrays agree, labels name a class, every frame is readable."""
@@ -110,6 +127,8 @@ class VideoStore:
             raise BadInputError(f"{self.path}: names/groups do not have one entry per video; the file is damaged")
         if n and np.any(np.diff(self.offsets) < 1):
             raise BadInputError(f"{self.path}: a video has no frames (offsets not increasing); the file is damaged")
+        if self.kind == "images" and n and np.any(np.diff(self.offsets) != 1):
+            raise BadInputError(f"{self.path}: an images file has an entry of more than one frame; the file is damaged")
         labels, classes = self.labels, len(self.class_names)
         if n and (labels.min() < -1 or labels.max() >= classes):
             raise BadInputError(f"{self.path}: labels outside 0..{classes - 1} (or -1); the file is damaged")
@@ -145,6 +164,19 @@ class VideoStore:
         return self.file["groups"][...]
 
     @property
+    def captions(self) -> list[str]:
+        """One caption per video ("" = none); all "" for a file written without captions."""
+        if "captions" not in self.file:
+            return [""] * len(self)
+        return [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in self.file["captions"][...]]
+
+    @property
+    def kind(self) -> str:
+        """"videos", or "images" when every entry is one still frame (training repeats it along time)."""
+        kind = self.file.attrs.get("kind", "videos")
+        return kind.decode() if isinstance(kind, bytes) else str(kind)
+
+    @property
     def class_names(self) -> list[str]:
         return json.loads(self.file.attrs.get("class_names", "[]"))
 
@@ -178,6 +210,8 @@ class VideoStore:
             "min_frames": int(lengths.min()) if len(lengths) else 0,
             "max_frames": int(lengths.max()) if len(lengths) else 0,
             "classes": len(self.class_names),
+            "kind": self.kind,
+            "captioned": sum(1 for c in self.captions if c),
             "resolution": list(self.resolution),
             "fps": float(attrs.get("fps", 0.0)),
             "split": attrs.get("split", ""),
@@ -185,19 +219,55 @@ class VideoStore:
             "source": attrs.get("source", ""),
             "unreadable_skipped": len(json.loads(attrs.get("failed", "[]"))),
             "hpdm_version": attrs.get("hpdm_version", ""),
+            **({"holdout_pairs": json.loads(attrs["holdout_pairs"])} if "holdout_pairs" in attrs else {}),
         }
 
 
-def dataset_fingerprint(store: VideoStore) -> str:
-    """A hash of the file's structure (video lengths, labels, groups, names, classes, frame shape).
+FINGERPRINT_VERSION = "v2"
 
-    Cheap even for UCF-101 (no frame is read); it tells whether a moved or renamed file holds the
-    same data (a resumed run, a classifier's held-out indices)."""
+
+def fingerprinted_frames(offsets: np.ndarray) -> list[int]:
+    """Which frames the fingerprint hashes: the first, middle and last frame of every video (file indices)."""
+    picked: list[int] = []
+    for begin, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+        picked.extend(sorted({begin, (begin + end - 1) // 2, end - 1}))
+    return picked
+
+
+def structural_fingerprint(store: VideoStore) -> str:
+    """Version 1 of the fingerprint (no prefix): video lengths, labels, groups, names, classes, frame shape.
+
+    It reads no pixel, so two files of the same layout but other frames share it; kept only so that run
+    folders and classifiers made before version 2 still recognise their file (`fingerprint_matches`)."""
     digest = hashlib.sha256()
     for array in (store.offsets, store.labels, store.groups):
         digest.update(np.ascontiguousarray(array, np.int64).tobytes())
     digest.update(json.dumps([store.names, store.class_names, list(store.file["frames"].shape[1:])]).encode())
     return digest.hexdigest()[:32]
+
+
+def dataset_fingerprint(store: VideoStore) -> str:
+    """A hash of the file's content, "v2:" + 32 hex digits: its structure (as version 1) and the pixels of
+    the first, middle and last frame of every video.
+
+    Reading three frames per video keeps it fast for UCF-101 (13,320 videos: 40k of its ~2.5M frames) while
+    any other preparation, seed or source changes the hash. It tells whether a moved or renamed file holds the
+    same data (a resumed run, a classifier's held-out indices)."""
+    digest = hashlib.sha256(structural_fingerprint(store).encode())
+    frames = store.file["frames"]
+    for index in fingerprinted_frames(store.offsets):
+        digest.update(np.ascontiguousarray(frames[index]).data)
+    return f"{FINGERPRINT_VERSION}:{digest.hexdigest()[:32]}"
+
+
+def fingerprint_matches(recorded: str, store: VideoStore, current: str | None = None) -> bool:
+    """Whether `store` is the data a run or classifier recorded as `recorded`.
+
+    A version 2 fingerprint is compared with the content hash (`current`, when the caller has it already);
+    an older one (no "v2:" prefix) with the structural hash, the most it ever promised."""
+    if recorded.startswith(f"{FINGERPRINT_VERSION}:"):
+        return recorded == (current if current is not None else dataset_fingerprint(store))
+    return recorded == structural_fingerprint(store)
 
 
 class VideoStoreWriter:
@@ -224,8 +294,10 @@ class VideoStoreWriter:
         self._labels: list[int] = []
         self._names: list[str] = []
         self._groups: list[int] = []
+        self._captions: list[str] = []
 
-    def append(self, video: np.ndarray, label: int = -1, name: str = "", group: int = -1) -> None:
+    def append(self, video: np.ndarray, label: int = -1, name: str = "", group: int = -1,
+               caption: str = "") -> None:
         video = np.asarray(video)
         if video.dtype != np.uint8 or video.ndim != 4 or video.shape[1:] != self._frames.shape[1:]:
             raise BadInputError(f"expected uint8 video [F, {self._frames.shape[1]}, {self._frames.shape[2]}, 3], "
@@ -237,6 +309,7 @@ class VideoStoreWriter:
         self._labels.append(int(label))
         self._names.append(name or f"video_{len(self._names):06d}")
         self._groups.append(int(group))
+        self._captions.append(str(caption))
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -248,6 +321,9 @@ class VideoStoreWriter:
         f.create_dataset("labels", data=np.asarray(self._labels, dtype=np.int64))
         f.create_dataset("names", data=np.asarray(self._names, dtype=object), dtype=h5py.string_dtype())
         f.create_dataset("groups", data=np.asarray(self._groups, dtype=np.int64))
+        if any(self._captions):  # a file without captions keeps the old layout exactly
+            f.create_dataset("captions", data=np.asarray(self._captions, dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
         attrs = {
             "format_version": FORMAT_VERSION, "class_names": json.dumps(list(class_names)), "fps": float(fps),
             "resolution": list(self._frames.shape[1:3]), "split": split, "fold": int(fold), "source": source,

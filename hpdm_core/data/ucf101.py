@@ -13,11 +13,16 @@ An HDF5 file open for writing is not crash-safe, so decoding and packing are sep
      the workers go on decoding); when all are in, OUT.tmp is marked complete and renamed to OUT;
      only then is OUT.parts/ removed.
 A run killed at any point and started again decodes only the videos without a part.
+
+`stage_and_pack` is that machinery for any list of entries; `hpdm prepare folder|images`
+(folder.py) uses it with its own entries and decoder.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import io
 import json
 import math
 import os
@@ -30,16 +35,18 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import multiprocessing
 
 import h5py
+import numpy as np
+from PIL import Image
 
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter, compression_args, frame_chunks
-from hpdm_core.data.video_io import VideoReadError, decode_video
+from hpdm_core.data.video_io import DecodedVideo, VideoReadError, decode_video
 from hpdm_core.errors import BadInputError, HPDMError
-from hpdm_core.files import atomic_write, atomic_write_text, check_output
+from hpdm_core.files import atomic_write, atomic_write_text, check_output, lock_output, reporting_full_disk
 
 SPLITS = ("train", "test", "all")
 STAGING_FORMAT = 1
@@ -48,6 +55,9 @@ STAGING_FORMAT = 1
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _GROUP = re.compile(r"_g(\d+)_c(\d+)$")
+_SAFE_PART = re.compile(r"[A-Za-z0-9_.-]{1,120}")
+# Arguments that change only the packed file, not the decoded parts: a resume may change them.
+OUTPUT_ONLY_ARGS = ("compression", "captions")
 
 Progress = Callable[[str, int, int], None]  # (phase "decode" | "pack", done, total)
 
@@ -55,9 +65,10 @@ Progress = Callable[[str, int, int], None]  # (phase "decode" | "pack", done, to
 @dataclass(frozen=True)
 class VideoEntry:
     path: Path
-    name: str  # file stem, e.g. v_ApplyEyeMakeup_g08_c01
-    label: int  # 0-based index into classInd.txt
+    name: str  # file stem, e.g. v_ApplyEyeMakeup_g08_c01 (folder prepare: the path relative to SRC)
+    label: int  # 0-based index into classInd.txt (-1: unlabelled)
     group: int  # the gXX id (-1 when the name has none)
+    caption: str = ""  # stored with the video ("" = none)
 
 
 @dataclass
@@ -93,13 +104,23 @@ def locate(src: str | os.PathLike) -> tuple[Path, Path]:
         f"no ucfTrainTestlist/ folder in or next to {src}; unpack UCF101TrainTestSplits-RecognitionTask.zip there")
 
 
+def _split_lines(path: Path) -> list[str]:
+    """A split file's lines; BadInputError for bytes that are not text (the official lists are ASCII)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise BadInputError(f"{path}:{line}: not UTF-8 text (byte {err.object[err.start]:#04x}); the official "
+                            "split lists are plain ASCII: download them again") from None
+
+
 def read_class_index(lists: Path) -> list[str]:
     """Class names in label order from classInd.txt ("1 ApplyEyeMakeup" per line)."""
     path = lists / "classInd.txt"
     if not path.is_file():
         raise BadInputError(f"split file {path} is missing (it comes with the official train/test lists)")
     classes: dict[int, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_split_lines(path), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -128,7 +149,7 @@ def list_videos(src: str | os.PathLike, split: str = "all", fold: int = 1) -> tu
         path = lists / f"{kind}list0{fold}.txt"
         if not path.is_file():
             raise BadInputError(f"split file {path} is missing (it comes with the official train/test lists)")
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(_split_lines(path), 1):
             if not line.strip():
                 continue
             relative = line.split()[0]
@@ -152,19 +173,59 @@ def staging_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+def part_name(name: str) -> str:
+    """File name stem of a video's part: the name itself when it is a plain file name (UCF-101),
+    else a readable tail of it plus a hash, so that "a/b" and "a_b" get different parts."""
+    if _SAFE_PART.fullmatch(name) and not name.startswith("."):
+        return name
+    tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-60:].lstrip(".")
+    return f"{tail}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:12]}"
+
+
+# How frames become `resolution` x `resolution` (the `preparation` attribute of the file):
+#   area       shorter side area-resized, centre crop (hpdm's default: the least aliasing)
+#   styleganv  what StyleGAN-V's src/scripts/convert_videos_to_frames.py does to UCF-101 before its FVD:
+#              PIL LANCZOS resize of the shorter side (torchvision's resize rule), torchvision's centre
+#              crop, then a JPEG file. It asks for `q=95`, a keyword Pillow ignores, so its frames are
+#              JPEGs at Pillow's default quality (75, 4:2:0): reproduced here by the same round trip.
+PREPARATIONS = ("area", "styleganv")
+
+
+def styleganv_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """One uint8 [H, W, 3] frame converted as StyleGAN-V converts UCF-101 (see PREPARATIONS)."""
+    image = Image.fromarray(frame)
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(size * long / short)  # torchvision's rule for an int size: the shorter side becomes `size`
+    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+    image = image.resize((new_w, new_h), Image.LANCZOS)
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))  # torchvision's centre crop
+    image = image.crop((left, top, left + size, top + size))
+    encoded = io.BytesIO()
+    image.save(encoded, format="JPEG")  # Pillow's defaults: what `save(path, q=95)` gives
+    encoded.seek(0)
+    return np.asarray(Image.open(encoded).convert("RGB"))
+
+
 def stage_video(entry: VideoEntry, parts: Path, resolution: int, fps: float | None,
-                max_frames: int | None, compress: bool = False) -> tuple[str, int, float, str]:
+                max_frames: int | None, compress: bool = False,
+                decode: Callable[..., DecodedVideo] = decode_video, preparation: str = "area"
+                ) -> tuple[str, int, float, str]:
     """Decode one video into parts/NAME.h5 (or NAME.failed.json); returns (name, frames, fps, error).
 
     Runs in a worker process and writes its own part, so only a few numbers cross the pipe.
+    `decode(path, resolution, fps, max_frames)`: a module-level function (it is pickled to workers).
     """
+    part = part_name(entry.name)
     try:
-        video = decode_video(entry.path, resolution, fps, max_frames)
+        video = decode(entry.path, resolution if preparation == "area" else None, fps, max_frames)
     except VideoReadError as err:
-        atomic_write_text(parts / f"{entry.name}.failed.json", json.dumps({"reason": str(err)}))
+        atomic_write_text(parts / f"{part}.failed.json", json.dumps({"reason": str(err)}))
         return entry.name, 0, 0.0, str(err)
     frames = video.frames
-    with atomic_write(parts / f"{entry.name}.h5") as tmp, h5py.File(tmp, "w") as f:
+    if preparation == "styleganv":
+        frames = np.stack([styleganv_frame(frame, resolution) for frame in frames])
+    with atomic_write(parts / f"{part}.h5") as tmp, h5py.File(tmp, "w") as f:
         # Raw parts keep the serial packing step a plain copy; when the output is compressed the
         # user cares about disk space, so the parts get the cheap lzf too.
         if compress:
@@ -193,7 +254,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _prepare_staging(parts: Path, args: dict, restart: bool) -> None:
     # Parts do not depend on the output's compression: a resume may change it.
-    args = {k: v for k, v in args.items() if k != "compression"}
+    args = {k: v for k, v in args.items() if k not in OUTPUT_ONLY_ARGS}
     args_path = parts / "args.json"
     if restart and parts.exists():
         shutil.rmtree(parts)
@@ -212,10 +273,10 @@ def _prepare_staging(parts: Path, args: dict, restart: bool) -> None:
 
 def _staged_result(parts: Path, name: str) -> tuple[str, int, float, str] | None:
     """What an earlier run left for this video, or None when it still has to be decoded."""
-    failed = parts / f"{name}.failed.json"
+    failed = parts / f"{part_name(name)}.failed.json"
     if failed.is_file():
         return name, 0, 0.0, json.loads(failed.read_text())["reason"]
-    part = parts / f"{name}.h5"
+    part = parts / f"{part_name(name)}.h5"
     if part.is_file():
         with h5py.File(part, "r") as f:
             return name, int(f["frames"].shape[0]), float(f.attrs["native_fps"]), ""
@@ -227,13 +288,34 @@ def _staged_result(parts: Path, name: str) -> tuple[str, int, float, str] | None
 def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = "all", fold: int = 1,
                    resolution: int = 256, fps: float | None = None, max_frames: int | None = None,
                    workers: int = 1, compression: str = "none", restart: bool = False,
-                   progress: Progress | None = None, overwrite: bool = False) -> PrepareReport:
+                   progress: Progress | None = None, overwrite: bool = False,
+                   preparation: str = "area") -> PrepareReport:
     """Decode a UCF-101 split into `out` (see the module docstring for the crash-safety scheme).
 
     An `out` that already holds this split with these arguments is left as it is (up_to_date); any
     other existing file is replaced only with overwrite=True."""
     start_time = time.perf_counter()
-    out = check_output(out, overwrite=True)  # a folder or an unwritable place; an existing file is decided below
+    out = check_decode_options(out, resolution, fps, max_frames, workers, compression)
+    if preparation not in PREPARATIONS:
+        raise BadInputError(f"unknown preparation {preparation!r}; choose one of {', '.join(PREPARATIONS)}")
+    entries, class_names = list_videos(src, split, fold)
+    if not entries:
+        raise BadInputError(f"the {split} split of fold {fold} lists no videos")
+    args = {"format": STAGING_FORMAT, "source": str(Path(src).expanduser().resolve()), "split": split,
+            "fold": fold, "resolution": resolution, "fps": fps, "max_frames": max_frames,
+            "compression": compression}
+    if preparation != "area":  # only then: files and interrupted runs made before the option keep their args
+        args["preparation"] = preparation
+    return stage_and_pack(entries, class_names, out, args, resolution=resolution, fps=fps, max_frames=max_frames,
+                          workers=workers, compression=compression, restart=restart, progress=progress,
+                          overwrite=overwrite, attrs={"split": split, "fold": fold, "source": "ucf101"},
+                          start_time=start_time)
+
+
+def check_decode_options(out: str | os.PathLike, resolution: int, fps: float | None, max_frames: int | None,
+                         workers: int, compression: str) -> Path:
+    """The output path, after checking the options every decoding prepare shares (BadInputError)."""
+    out = check_output(out, overwrite=True)  # a folder or an unwritable place; an existing file is decided later
     if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
         raise BadInputError(f"--resolution must be between {MIN_RESOLUTION} and {MAX_RESOLUTION} pixels, "
                             f"got {resolution}")
@@ -244,12 +326,29 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
     if workers < 1:
         raise BadInputError(f"--workers must be at least 1, got {workers}")
     compression_args(compression)
-    entries, class_names = list_videos(src, split, fold)
-    if not entries:
-        raise BadInputError(f"the {split} split of fold {fold} lists no videos")
-    args = {"format": STAGING_FORMAT, "source": str(Path(src).expanduser().resolve()), "split": split,
-            "fold": fold, "resolution": resolution, "fps": fps, "max_frames": max_frames,
-            "compression": compression}
+    return out
+
+
+def stage_and_pack(entries: list[VideoEntry], class_names: list[str], out: Path, args: dict, *, resolution: int,
+                   fps: float | None, max_frames: int | None, workers: int, compression: str, restart: bool,
+                   progress: Progress | None, overwrite: bool, attrs: dict[str, Any],
+                   decode: Callable[..., DecodedVideo] = decode_video,
+                   start_time: float | None = None) -> PrepareReport:
+    """Decode `entries` in parallel into staged parts and pack them, in order, into `out`.
+
+    `args`: everything the result depends on (recorded in the file; a rerun with the same args resumes
+    or finds the file up to date). `attrs`: split, fold, source and any other file attributes.
+    Entries with equal names must not occur (each has its own part).
+
+    One writer per output: a second exits 2 before touching OUT.tmp or OUT.parts/; a full disk is a message."""
+    start_time = time.perf_counter() if start_time is None else start_time
+    with lock_output(out), reporting_full_disk(out, what="the dataset file"):
+        return _stage_and_pack_locked(entries, class_names, out, args, resolution, fps, max_frames, workers,
+                                      compression, restart, progress, overwrite, attrs, decode, start_time)
+
+
+def _stage_and_pack_locked(entries, class_names, out, args, resolution, fps, max_frames, workers, compression,
+                           restart, progress, overwrite, attrs, decode, start_time) -> PrepareReport:
     report = PrepareReport(out)
     parts = staging_dir(out)
 
@@ -274,7 +373,7 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
             pending.append(entry)
         else:
             results[entry.name] = staged
-    report.reused = len(results)
+    report.reused = sum(not staged[3] for staged in results.values())  # videos, not failure notes
     total = len(entries)
     if progress:
         progress("decode", len(results), total)
@@ -289,18 +388,20 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
         while packed < total and entries[packed].name in results:
             entry = entries[packed]
             if not results[entry.name][3]:
-                with h5py.File(parts / f"{entry.name}.h5", "r") as f:
-                    writer.append(f["frames"][...], label=entry.label, name=entry.name, group=entry.group)
+                with h5py.File(parts / f"{part_name(entry.name)}.h5", "r") as f:
+                    writer.append(f["frames"][...], label=entry.label, name=entry.name, group=entry.group,
+                                  caption=entry.caption)
             packed += 1
             if progress:
                 progress("pack", packed, total)
 
     try:
         pack_ready()
-        jobs = [(entry, parts, resolution, fps, max_frames, compression != "none") for entry in pending]
+        jobs = [(entry, parts, resolution, fps, max_frames, compression != "none", decode,
+                 args.get("preparation", "area")) for entry in pending]
         for result in _run_jobs(jobs, workers):
             results[result[0]] = result
-            report.decoded += 1
+            report.decoded += not result[3]  # a video that failed to decode was not decoded
             if progress:
                 progress("decode", len(results), total)
             pack_ready()
@@ -309,10 +410,10 @@ def prepare_ucf101(src: str | os.PathLike, out: str | os.PathLike, split: str = 
         if not good:
             raise HPDMError(f"none of the {total} videos could be decoded; first error: {report.failed[0][1]}")
         native = Counter(round(results[e.name][2], 3) for e in good).most_common(1)[0][0]
-        writer.finish(class_names, fps=fps or native, split=split, fold=fold, source="ucf101",
+        writer.finish(class_names, fps=fps or native, **attrs,
                       prepare_args=json.dumps(args, sort_keys=True),
                       failed=json.dumps([{"name": n, "reason": r} for n, r in report.failed]),
-                      max_frames=max_frames or 0)
+                      max_frames=max_frames or 0, preparation=args.get("preparation", "area"))
     except BaseException:
         writer.abort()
         raise

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hpdm_core.metrics.i3d import call_scripted
+
 NUM_CLASSES = 101
 NUM_FRAMES = 16
 INPUT_SIZE = 112
@@ -84,7 +86,8 @@ class StyleGANVC3D(nn.Module):
 
     @torch.no_grad()
     def forward(self, videos: torch.Tensor) -> torch.Tensor:
-        return self.scripted(videos[:, :NUM_FRAMES].permute(0, 4, 1, 2, 3).contiguous()).float()
+        x = videos[:, :NUM_FRAMES].permute(0, 4, 1, 2, 3).contiguous()
+        return call_scripted(self.scripted, self.name, "StyleGAN-V's C3D", self.feature_dim, x).float()
 
 
 def crop_mean(mean) -> torch.Tensor:

@@ -22,9 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hpdm_core.data.h5store import VideoStore, dataset_fingerprint
+from hpdm_core.checkpoint import load_error_reason
+from hpdm_core.data.h5store import VideoStore, dataset_fingerprint, fingerprint_matches
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.files import atomic_save
+from hpdm_core.metrics.clips import fake_clips
+from hpdm_core.memory import FLOAT, check_fits
 from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
 from hpdm_core.precision import autocast
 from hpdm_core.seeding import derive_seed
@@ -242,6 +245,9 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *, frames:
         raise BadInputError(f"{store.path}: no labelled video with at least {frames} frames to train a classifier on")
     num_classes = max(len(class_names), int(labels.max()) + 1)
     resolution = _resolution_for(store, resolution)
+    # A batch's clips (float32) and the first stage's activations (width channels, full size) at least.
+    check_fits(batch_size * frames * resolution ** 2 * (3 + width) * FLOAT, device,
+               f"a classifier batch of {batch_size} clips", "lower --batch-size")
     candidates = np.flatnonzero(eligible)
     heldout = candidates[heldout_split(labels[candidates], store.groups[candidates], holdout, seed)]
     train = np.setdiff1d(candidates, heldout)
@@ -288,7 +294,8 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, *, frames:
         "train": {"steps": steps, "batch_size": batch_size, "holdout": holdout, "seed": seed, "lr": lr,
                   "flip": flip, "train_videos": len(train)},
     }
-    atomic_save(out, lambda tmp: torch.save(checkpoint, tmp))
+    atomic_save(out, lambda tmp: torch.save(checkpoint, tmp), what="the classifier",
+                needed=sum(v.numel() * v.element_size() for v in checkpoint["state_dict"].values()))
     store.close()
     return {
         "out": str(out), "heldout_accuracy": heldout_accuracy, "train_accuracy": train_accuracy, "steps": steps,
@@ -310,7 +317,8 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and weights-only errors all mean: not our checkpoint
-        raise BadInputError(f"{path} is not a classifier checkpoint from `hpdm train-classifier` ({err})") from None
+        raise BadInputError(f"{path} is not a classifier checkpoint from `hpdm train-classifier` "
+                            f"({load_error_reason(err)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise BadInputError(f"{path} is not a classifier checkpoint from `hpdm train-classifier`")
     if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
@@ -339,7 +347,7 @@ def heldout_videos(classifier: VideoClassifier, data: str | os.PathLike | None =
         raise MissingResourceError(f"the classifier's dataset file {path} is not here; pass the file it was "
                                    "trained on (e.g. as --real)")
     store = VideoStore(path)
-    if dataset_fingerprint(store) != classifier.data_fingerprint:
+    if not fingerprint_matches(classifier.data_fingerprint, store):
         raise BadInputError(f"{path} is not the dataset file this classifier was trained on (its held-out "
                             "videos are recorded by index in that file)")
     return first_clips(store, classifier.heldout, classifier.frames), classifier.heldout_labels.copy()
@@ -437,7 +445,7 @@ def _reference_file(classifier: VideoClassifier, real: str | os.PathLike | None)
     """The classifier's dataset file: `real` when it is that file (paths recorded elsewhere move)."""
     if real is not None and Path(real).is_file():
         try:
-            if dataset_fingerprint(VideoStore(real)) == classifier.data_fingerprint:
+            if fingerprint_matches(classifier.data_fingerprint, VideoStore(real)):
                 return real
         except BadInputError:
             pass
@@ -454,8 +462,6 @@ def classifier_evaluation(checkpoint: str | os.PathLike, fake: str | os.PathLike
     was trained on, else from the path recorded at training. Notes (e.g. no labels) go to
     `classifier_notes`, apart from FVD's comparability warnings.
     """
-    from hpdm_core.metrics.fvd import fake_clips  # fvd.py imports this module: imported here, no cycle
-
     classifier = load_classifier(checkpoint, device)
     clips, count = fake_clips(fake, num if num is not None else 1 << 62, classifier.frames)
     labels = generated_labels(fake, count)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpdm_core.checkpoint import load_error_reason
 from hpdm_core.errors import BadInputError, MissingResourceError
 from hpdm_core.metrics.c3d import C3D, C3DProbs, StyleGANVC3D, chainer_to_state_dict, crop_mean
 from hpdm_core.metrics.i3d import I3DFeatures, InceptionI3d, StyleGANVI3D, random_i3d
@@ -24,6 +25,24 @@ I3D_SOURCES = ("StyleGAN-V's i3d_torchscript.pt, pytorch-i3d's i3d_pretrained_40
                "deepmind/i3d-kinetics-400/1 unpacked into a folder (needs hpdm's `tfhub` extra: tensorflow-cpu, tensorflow-hub)")
 C3D_SOURCES = ("StyleGAN-V's c3d_ucf101.pt, or TGAN's conv3d_deepnetA_ucf.npz together with mean2.npz "
                "(pass it with --c3d-mean, or put it beside the npz)")
+
+
+# sha256 of public detector files. No upstream publishes a checksum: these are the hashes that public FVD
+# code pins for the files (the first found in five unrelated repositories, the second in two). Other files
+# (i3d_pretrained_400.pt, c3d_ucf101.pt, a TF-Hub folder, `hpdm convert-i3d` output) have no documented
+# hash: their sha256 is reported without a verdict.
+KNOWN_WEIGHTS: dict[str, tuple[str, bool]] = {  # sha256 -> (what the file is, the TF-Hub I3D behind published FVD?)
+    "bec6519f66ea534e953026b4ae2c65553c17bf105611c746d904657e5860a5e2":
+        ("StyleGAN-V's i3d_torchscript.pt (the TF-Hub I3D as TorchScript)", True),
+    "2609088c2e8c868187c9921c50bc225329a9057ed75e76120e0b4a397a2c7538":
+        ("pytorch-i3d's rgb_imagenet.pt (DeepMind's ImageNet-inflated I3D)", False),
+}
+
+
+def identify_weights(sha256: str) -> dict:
+    """What a weight file's hash says: {"sha256", "known_as" (None: no documented hash), "tfhub_i3d" (None: unknown)}."""
+    known = KNOWN_WEIGHTS.get(sha256)
+    return {"sha256": sha256, "known_as": known[0] if known else None, "tfhub_i3d": known[1] if known else None}
 
 
 def missing_i3d(path) -> MissingResourceError:
@@ -41,6 +60,15 @@ def is_torchscript(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as archive:
         return any("/code/" in name for name in archive.namelist())
+
+
+def load_torchscript(path: Path, what: str) -> torch.jit.ScriptModule:
+    """torch.jit.load with a clear error (exit 2) for an archive that is not a whole TorchScript file."""
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:  # noqa: BLE001 -- e.g. "constants.pkl not found" in a foreign zip
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInputError(f"{path} looks like TorchScript but does not load as {what} ({first[:200]})") from None
 
 
 def weights_hash(path: str | os.PathLike) -> str:
@@ -91,11 +119,11 @@ def load_i3d(path: str | os.PathLike, resize: str = "torch", device: str | torch
             raise BadInputError(f"{path} is a folder but not a TF-Hub module (no saved_model.pb)")
         return I3DFeatures(i3d_from_state_dict(convert_tfhub_i3d(path)), resize, name="i3d_tfhub").to(device)
     if is_torchscript(path):
-        return StyleGANVI3D(torch.jit.load(str(path), map_location="cpu"), name=path.stem).to(device)
+        return StyleGANVI3D(load_torchscript(path, "StyleGAN-V's i3d_torchscript.pt"), name=path.stem).to(device)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise BadInputError(f"{path} is neither TorchScript nor a torch state dict: {err}") from None
+        raise BadInputError(f"{path} is neither TorchScript nor a torch state dict: {load_error_reason(err)}") from None
     return I3DFeatures(i3d_from_state_dict(_unwrap_state_dict(obj)), resize, name=path.stem).to(device)
 
 
@@ -111,7 +139,7 @@ def load_c3d(path: str | os.PathLike, mean_path: str | os.PathLike | None = None
     if not path.exists():
         raise missing_c3d(path)
     if is_torchscript(path):
-        return StyleGANVC3D(torch.jit.load(str(path), map_location="cpu"), name=path.stem).to(device)
+        return StyleGANVC3D(load_torchscript(path, "StyleGAN-V's c3d_ucf101.pt"), name=path.stem).to(device)
     if path.suffix != ".npz":
         raise BadInputError(f"{path}: expected TorchScript (c3d_ucf101.pt) or TGAN's npz (conv3d_deepnetA_ucf.npz)")
     mean_path = Path(mean_path) if mean_path is not None else path.with_name("mean2.npz")

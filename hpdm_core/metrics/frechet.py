@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpdm_core.errors import DiskFullError
 from hpdm_core.files import atomic_write
 
 
@@ -151,6 +152,8 @@ def save_stats(path: Path, stats: list[FeatureStats]) -> str | None:
     try:
         with atomic_write(path) as tmp, tmp.open("wb") as f:  # a file object: numpy appends no suffix
             np.savez(f, **arrays)
+    except DiskFullError as err:  # the statistics are computed: a note, not a failure
+        return f"real statistics not cached: {err}"
     except OSError as err:
         return f"real statistics not cached: cannot write {path} ({err.strerror or err})"
     return None

@@ -25,7 +25,12 @@ universome/stylegan-v: [S1] src/metrics/metric_main.py, [S2] src/metrics/frechet
   covariance   biased, 1/N (FeatureStats.get_mean_cov [S3])
   IS           C3D probabilities of the first 16 frames of the same 2048 generated videos, shuffled
                with np.random.RandomState(42), 10 splits [S5] (inception_score.py)
-  weights      StyleGAN-V's i3d_torchscript.pt / c3d_ucf101.pt or the same networks in other files
+  weights      StyleGAN-V's i3d_torchscript.pt / c3d_ucf101.pt or the same networks in other files; every
+               result carries the file's sha256, and weights whose hash is documented as another I3D
+               (detectors.KNOWN_WEIGHTS) break the rule
+  real set     UCF-101 train+test (--split all), frames as StyleGAN-V's convert_videos_to_frames.py makes
+               them (prepare ucf101 --preparation styleganv); the file records both and so does the result
+  no resize    clips reach the detector at the size they were prepared at: --resolution breaks the rule
 Protocol `tf` is the original TensorFlow FVD. Sources: [T1] google-research/google-research,
 frechet_video_distance/frechet_video_distance.py; [T2] tensorflow/gan,
 tensorflow_gan/python/eval/classifier_metrics.py (frechet_classifier_distance_from_activations).
@@ -36,7 +41,8 @@ tensorflow_gan/python/eval/classifier_metrics.py (frechet_classifier_distance_fr
   covariance   unbiased, 1/(N-1), in float64 [T2]
   the rest     [T1] embeds whatever videos it is handed: which videos, their order, how many, the
                clips, the resolution rule and the IS are not defined there, so `tf` takes them from
-               `styleganv` above.
+               `styleganv` above. A `tf` result is therefore comparable with other hpdm `tf` results,
+               not with published TF-FVD tables (the result's `comparable_with` says so).
 What we cannot reproduce bit for bit: StyleGAN-V draws each start with Python's `random` inside its
 DataLoader workers, each seeded from torch's global RNG when the loader starts, so its starts follow
 process state, not a seed. We draw from the same distribution with np.random.default_rng(seed), one
@@ -49,10 +55,9 @@ from __future__ import annotations
 
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -60,16 +65,17 @@ import torch.nn.functional as F
 
 from hpdm_core import distributed as dist_lib
 from hpdm_core.data.h5store import VideoStore
-from hpdm_core.errors import BadInputError, MissingResourceError
+from hpdm_core.errors import BadInputError
+from hpdm_core.memory import check_fits, fvd_batch_bytes
 from hpdm_core.metrics.classifier import classifier_evaluation
+from hpdm_core.metrics.clips import RealClipChoice, choose_real_clips, fake_clips, read_real_clips, required_length
 from hpdm_core.metrics.detectors import (load_c3d, load_i3d, missing_c3d, missing_i3d, random_i3d_detector,
-                                         weights_hash)
+                                         identify_weights, weights_hash)
 from hpdm_core.metrics.frechet import FeatureStats, cache_file, fid_from_stats, load_stats, save_stats
 from hpdm_core.metrics.i3d import StyleGANVI3D
 from hpdm_core.metrics.inception_score import IS_SPLITS, inception_score
-from hpdm_core.seeding import protocol_rng
 
-VIDEO_SUFFIXES = (".mp4", ".gif", ".avi", ".webm", ".mkv", ".mov")
+SEED_MAX = 2 ** 63 - 1  # torch.manual_seed takes a signed 64-bit integer
 CACHE_VERSION = 2  # 2: real clips are the first videos by name, one clip each
 Progress = Callable[[str, int, int], None]
 
@@ -101,141 +107,6 @@ def cache_root() -> Path:
 
 
 # ---- clips -------------------------------------------------------------------------------------
-
-def clip_span(frames: int, subsample: int) -> int:
-    """Frames a clip covers: what reading it needs."""
-    return (frames - 1) * subsample + 1
-
-
-def required_length(frames: int, subsample: int) -> int:
-    """Frames a video needs to count as long enough: StyleGAN-V asks for frames * subsample, a few
-    more than the clip covers when subsample > 1 (discard_short_videos and its assert, [S4])."""
-    return frames * subsample
-
-
-def order_by_name(names: Sequence[str]) -> np.ndarray:
-    """Indices in Python's string order of the names (ties keep file order): what sorted() gives
-    StyleGAN-V for its frames folders."""
-    return np.asarray(sorted(range(len(names)), key=lambda i: (names[i], i)), np.int64)
-
-
-@dataclass(frozen=True)
-class RealClipChoice:
-    """Which real clips the protocol takes: video index and first frame of each, in order."""
-
-    videos: np.ndarray
-    starts: np.ndarray
-    eligible: int  # videos long enough for a clip
-    too_short: int  # videos dropped for being too short
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    @property
-    def repeated(self) -> int:
-        """Clips beyond the first of their video (0 under the protocols)."""
-        return len(self.videos) - len(np.unique(self.videos))
-
-    @property
-    def most_per_video(self) -> int:
-        return int(np.bincount(self.videos).max(initial=0))
-
-
-def choose_real_clips(store: VideoStore, num: int, frames: int, subsample: int = 1, seed: int = 0,
-                      repeat: bool = False) -> RealClipChoice:
-    """The first `num` long-enough videos by name, one clip each at a uniformly drawn start.
-
-    repeat=True (not a protocol): when fewer videos are long enough than `num`, pass over them again
-    in the same order, with new starts, until there are `num` clips.
-    """
-    lengths = store.lengths
-    long_enough = lengths >= required_length(frames, subsample)
-    if not long_enough.any():
-        raise BadInputError(f"{store.path}: no video has the {required_length(frames, subsample)} frames a clip of "
-                            f"{frames} frames with subsample {subsample} needs "
-                            f"(longest: {int(lengths.max(initial=0))})")
-    by_name = order_by_name(store.names)
-    eligible = by_name[long_enough[by_name]]
-    passes = -(-num // len(eligible)) if repeat else 1
-    videos = np.tile(eligible, passes)[:num]
-    draws = protocol_rng(seed)
-    # One draw per clip in order; high is exclusive, so every start that fits the clip is possible.
-    starts = np.asarray([draws.integers(0, lengths[v] - clip_span(frames, subsample) + 1) for v in videos], np.int64)
-    return RealClipChoice(videos, starts, len(eligible), int((~long_enough).sum()))
-
-
-def read_real_clips(store: VideoStore, choice: RealClipChoice, frames: int, subsample: int = 1,
-                    select: Sequence[int] | None = None) -> Iterator[np.ndarray]:
-    """uint8 clips [frames, H, W, 3] of `choice`; `select`: only these positions (a rank's shard)."""
-    for position in (range(len(choice)) if select is None else select):
-        yield store.video(int(choice.videos[position]), int(choice.starts[position]), frames, subsample)
-
-
-def real_clips(store: VideoStore, num: int, frames: int, subsample: int = 1, seed: int = 0,
-               select: Sequence[int] | None = None, repeat: bool = False) -> tuple[Iterator[np.ndarray], int, int]:
-    """(clips, how many, how many videos were too short): `choose_real_clips`, then read."""
-    choice = choose_real_clips(store, num, frames, subsample, seed, repeat)
-    return read_real_clips(store, choice, frames, subsample, select), len(choice), choice.too_short
-
-
-def _npz_videos(path: Path) -> np.ndarray:
-    try:
-        with np.load(path) as arrays:
-            names = arrays.files
-            key = "videos" if "videos" in names else (names[0] if len(names) == 1 else None)
-            if key is None:
-                raise BadInputError(f"{path}: expected one array (or one named 'videos') uint8 [N, F, H, W, 3]; "
-                                    f"found {names}")
-            videos = arrays[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as err:  # text, pickles, cut short
-        raise BadInputError(f"{path} is not a readable .npz of videos ({type(err).__name__}: {err})") from None
-    if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[-1] != 3:
-        raise BadInputError(f"{path}: expected uint8 [N, F, H, W, 3], got {videos.dtype} {list(videos.shape)}")
-    return videos
-
-
-def _read_video_file(path: Path, max_frames: int) -> np.ndarray:
-    from hpdm_core.data.video_io import read_video
-
-    return read_video(path, max_frames=max_frames)
-
-
-def fake_clips(path: str | os.PathLike, num: int, frames: int, subsample: int = 1,
-               select: Sequence[int] | None = None) -> tuple[Iterator[np.ndarray], int]:
-    """(clips, how many): the first `frames` frames (every `subsample`-th) of the first `num` generated
-    videos of a dataset file (.h5, in the order of its names), a folder of video files (in the order
-    of their names) or an npz uint8 [N, F, H, W, 3] (in array order).
-    `select`: read only these positions (a rank's shard); `how many` still counts them all."""
-    path = Path(path)
-    span, needed = clip_span(frames, subsample), required_length(frames, subsample)
-    if not path.exists():
-        raise MissingResourceError(f"generated videos {path} not found")
-
-    def positions(count: int) -> Sequence[int]:
-        return range(count) if select is None else [i for i in select if i < count]
-
-    def check(clip: np.ndarray, name: str) -> np.ndarray:
-        if clip.shape[0] < needed:
-            raise BadInputError(f"generated video {name} has {clip.shape[0]} frames; clips of {frames} frames "
-                                f"(subsample {subsample}) need {needed}. Generate longer videos or lower --frames")
-        return clip[:span:subsample]
-
-    if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES), key=lambda p: p.name)[:num]
-        if not files:
-            raise BadInputError(f"{path} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
-        return (check(_read_video_file(files[i], needed), files[i].name) for i in positions(len(files))), len(files)
-    if path.suffix == ".npz":
-        videos = _npz_videos(path)[:num]
-        return (check(videos[i], f"{path.name}[{i}]") for i in positions(len(videos))), len(videos)
-    if path.suffix in (".h5", ".hdf5"):
-        store = VideoStore(path)
-        names = store.names
-        order = order_by_name(names)[:num]
-        return ((check(store.video(int(order[i]), 0, needed), names[order[i]]) for i in positions(len(order))),
-                len(order))
-    raise BadInputError(f"{path}: generated videos must be a dataset file (.h5), a folder of videos or an .npz")
-
 
 def _resize_clip(clip: np.ndarray, resolution: int | None) -> np.ndarray:
     if resolution is None or clip.shape[1:3] == (resolution, resolution):
@@ -329,11 +200,41 @@ def real_stats_fields(real_path: Path, detector_id: str, protocol: Protocol, num
 
 # ---- the whole evaluation ----------------------------------------------------------------------
 
+# What a `comparable: true` result may be compared with.
+COMPARABLE_WITH = {
+    "styleganv": "FVD numbers computed with StyleGAN-V's fvd2048_16f (and its isv2048_ucf)",
+    "tf": "other hpdm results under --protocol tf: TF's FVD code defines no choice of videos or clips, so the "
+          "clips are hpdm's own (StyleGAN-V's choice), not those of any published TF-FVD table",
+}
+
+
+def real_provenance(store: VideoStore) -> dict:
+    """Where the real videos come from, as the dataset file records it: source, split, fold, preparation."""
+    attrs = store.attrs
+    source = attrs.get("source", "")
+    # Files written before the attribute: hpdm's UCF-101 frames were always area-resized.
+    preparation = attrs.get("preparation") or ("area" if source == "ucf101" else source or "unknown")
+    return {"path": str(store.path), "source": source, "split": attrs.get("split", ""),
+            "fold": int(attrs.get("fold", 0)), "preparation": preparation, "videos": len(store),
+            "resolution": list(store.resolution)}
+
+
 def protocol_deviations(proto: Protocol, num: int, frames: int, subsample: int, choice: RealClipChoice,
                         real_count: int, fake_count: int, sizes: tuple[tuple[int, int], tuple[int, int]],
-                        scripted_i3d: bool, with_is: bool) -> list[str]:
+                        scripted_i3d: bool, with_is: bool, real_data: dict | None = None,
+                        resized: bool = False) -> list[str]:
     """Every rule of the protocol (module docstring) that this evaluation breaks, one message each."""
     reasons = []
+    if resized:
+        reasons.append("--resolution resizes the clips before the detector; the references feed the videos at the "
+                       "size they were prepared at")
+    if real_data is not None and real_data["source"] == "ucf101":
+        if real_data["split"] != "all":
+            reasons.append(f"the real set is UCF-101's {real_data['split']} split; the protocol's is train+test "
+                           "(prepare with --split all): its first videos by name cover other classes")
+        if proto.name == "styleganv" and real_data["preparation"] != "styleganv":
+            reasons.append(f"the real frames were prepared with {real_data['preparation']!r} resizing; StyleGAN-V's "
+                           "are LANCZOS-resized JPEGs (prepare with --preparation styleganv)")
     if scripted_i3d and proto.resize == "tf":
         reasons.append("the TorchScript I3D resizes frames its own way; the tf protocol resizes with TF1's legacy "
                        "resize_bilinear (pass a state dict or the TF-Hub folder with --i3d)")
@@ -394,6 +295,10 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         raise BadInputError(f"--resolution must be at least 8 pixels, got {resolution}")
     if seed < 0 or batch_size < 1:
         raise BadInputError(f"need --seed >= 0 and --batch-size >= 1 (got {seed}, {batch_size})")
+    if random_i3d_seed is not None and not 0 <= random_i3d_seed <= SEED_MAX:
+        raise BadInputError(f"--random-i3d is a seed in 0..{SEED_MAX}, got {random_i3d_seed}")
+    check_fits(fvd_batch_bytes(batch_size, frames), device, f"an FVD batch of {batch_size} clips of {frames} frames",
+               "lower --batch-size")
     notes: list[str] = []
     if i3d is None and random_i3d_seed is None and (classifier_path is None or c3d is not None):
         raise missing_i3d("(none given)")
@@ -405,10 +310,15 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         notes.append("FVD not computed: it needs I3D weights (--i3d) or a proxy (--random-i3d SEED)")
         return {"fvd": None, "protocol": proto.name, "num": num, "frames": frames, "detector": None, "proxy": False,
                 "real_clips": None, "fake_clips": None, **scores, "comparable": False, "warnings": notes}
+    weights = None
     if i3d is not None:
         detector = load_i3d(i3d, resize=proto.resize, device=device)
+        weights = identify_weights(weights_hash(i3d))
         # A TorchScript detector resizes internally; our network's resize mode is part of the key.
-        detector_id = weights_hash(i3d) + ("" if isinstance(detector, StyleGANVI3D) else f"-{proto.resize}")
+        detector_id = weights["sha256"] + ("" if isinstance(detector, StyleGANVI3D) else f"-{proto.resize}")
+        if weights["tfhub_i3d"] is False:
+            notes.append(f"the I3D weights are {weights['known_as']}, not the TF-Hub I3D that published FVD uses "
+                         "(StyleGAN-V reports that they give other numbers)")
     else:
         detector = random_i3d_detector(random_i3d_seed, resize=proto.resize, device=device)
         detector_id = f"random-i3d-seed{random_i3d_seed}"
@@ -420,6 +330,7 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         if not Path(c3d).exists():
             raise missing_c3d(c3d)
         classifier = load_c3d(c3d, c3d_mean, device=device)
+        classifier_weights = identify_weights(weights_hash(c3d))
         if frames < classifier.min_frames:
             raise BadInputError(f"C3D needs clips of {classifier.min_frames} frames; --frames is {frames}")
 
@@ -451,12 +362,12 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         progress("generated clips", 0, fake_count)
     if fake_count < 2:
         raise BadInputError(f"{fake}: FVD needs at least 2 generated videos, found {fake_count}")
-    real_size = fake_size = (resolution, resolution)
-    if resolution is None:  # the detector sees the stored sizes
-        real_size = store.resolution
-        fake_size = tuple(int(n) for n in next(fake_clips(fake, 1, frames, subsample)[0]).shape[1:3])
-    notes += protocol_deviations(proto, num, frames, subsample, choice, real_stats.count, fake_count,
-                                 (real_size, fake_size), isinstance(detector, StyleGANVI3D), classifier is not None)
+    stored = (store.resolution, tuple(int(n) for n in next(fake_clips(fake, 1, frames, subsample)[0]).shape[1:3]))
+    sizes = ((resolution, resolution),) * 2 if resolution is not None else stored  # what the detector sees
+    real_data = real_provenance(store)
+    notes += protocol_deviations(proto, num, frames, subsample, choice, real_stats.count, fake_count, sizes,
+                                 isinstance(detector, StyleGANVI3D), classifier is not None, real_data,
+                                 resized=resolution is not None and any(s != (resolution, resolution) for s in stored))
 
     fake_stats = FeatureStats(detector.feature_dim)
     probs = []
@@ -481,6 +392,9 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         "seed": seed, "real_clips": real_stats.count, "fake_clips": fake_stats.count,
         "real_videos_too_short": choice.too_short, "real_clips_repeated": choice.repeated,
         "detector": detector.name, "proxy": random_i3d_seed is not None and i3d is None,
+        "detector_sha256": weights["sha256"] if weights else None,
+        "detector_weights": (weights["known_as"] or "no documented hash to check it against") if weights else None,
+        "real_data": real_data, "comparable_with": COMPARABLE_WITH[proto.name],
         "real_stats_cached": cache_hit, "cache_file": str(stats_file) if stats_file is not None else None,
     }
     if classifier is not None:
@@ -489,6 +403,7 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
             raise BadInputError(f"IS over {IS_SPLITS} splits needs at least {IS_SPLITS} generated videos")
         result["is_mean"], result["is_std"] = inception_score(probs_all, IS_SPLITS)
         result["classifier"] = classifier.name
+        result["classifier_sha256"] = classifier_weights["sha256"]
     if classifier_path is not None:  # its notes are not about FVD's comparability: kept apart
         result.update(classifier_evaluation(classifier_path, fake, real=real, num=num, batch_size=batch_size,
                                             device=device, progress=progress))

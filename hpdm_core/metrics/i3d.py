@@ -14,7 +14,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hpdm_core.errors import BadInputError
 from hpdm_core.metrics.resize import resize_frames
+
+
+def call_scripted(scripted, name: str, what: str, feature_dim: int, *args, **kwargs) -> torch.Tensor:
+    """Run a loaded TorchScript detector; BadInputError (exit 2) when it is some other network: its forward
+    fails on StyleGAN-V's call, or its output is not [B, feature_dim]."""
+    try:
+        out = scripted(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 -- any TorchScript error means: not this network
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadInputError(f"{name} is TorchScript but not {what}: its forward fails on StyleGAN-V's call "
+                            f"({first[:200]})") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != feature_dim:
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BadInputError(f"{name} is TorchScript but not {what}: it returns {shape}, not [batch, {feature_dim}]")
+    return out
 
 NUM_CLASSES = 400
 INPUT_SIZE = 224
@@ -158,7 +174,8 @@ class StyleGANVI3D(nn.Module):
     @torch.no_grad()
     def forward(self, videos: torch.Tensor) -> torch.Tensor:
         x = videos.permute(0, 4, 1, 2, 3).contiguous()
-        return self.scripted(x, rescale=True, resize=True, return_features=True).float()
+        return call_scripted(self.scripted, self.name, "StyleGAN-V's I3D", self.feature_dim, x, rescale=True,
+                             resize=True, return_features=True).float()
 
 
 def init_random_(net: nn.Module, generator: torch.Generator) -> nn.Module:

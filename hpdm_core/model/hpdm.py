@@ -1,4 +1,4 @@
-"""The HPDM network: a RIN that denoises a chain of nested patches jointly (DESIGN.md, Network).
+"""The HPDM network: a RIN that denoises a chain of nested patches jointly (docs/design.md, "The network").
 
 Levels are folded into the batch: interface activations a [B, n, N, D], latents z [B, n, M+3, Dl]
 (M learned latents of the level plus noise-level, pyramid-level and class tokens), kept between blocks
@@ -17,13 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from hpdm_core.conditioning import Condition, TextCondition
 from hpdm_core.config import ModelConfig
 from hpdm_core.model.fusion import DeepFusion, context_grids, shallow_context, shallow_inputs
 from hpdm_core.model.layers import MLP, FourierFeatures, init_weights
 from hpdm_core.model.rin import RINBlock
 from hpdm_core.pyramid import PatchGeometry, token_centres, token_grid
 
-EXTRA_LATENTS = 3  # noise level, pyramid level, class
+EXTRA_LATENTS = 3  # noise level, pyramid level, class (or the pooled text)
 
 
 @dataclass
@@ -92,12 +93,24 @@ class HPDM(nn.Module):
         self.noise_features = FourierFeatures(latent_dim // 2, 0.002, 0.3)
         self.noise_mlp = MLP(2 * (latent_dim // 2), 1.0, out_dim=latent_dim)
         self.level_embedding = nn.Embedding(cfg.num_levels, latent_dim)
-        self.class_embedding = nn.Embedding(cfg.num_classes + 1, latent_dim)  # last row: the null class
+        self.text_conditioned = cfg.conditioning == "text"
+        if self.text_conditioned:
+            # T5's hidden states, normalised (their scale varies between checkpoints), projected to the latent
+            # width: tokens for every block's TextRead, and their mean where the class embedding goes.
+            self.text_norm = nn.LayerNorm(cfg.text_dim, elementwise_affine=False)
+            self.text_proj = nn.Linear(cfg.text_dim, latent_dim)
+            self.text_pool = nn.Linear(cfg.text_dim, latent_dim)
+            # The learned null text: one token every text starts with (all a null text has) and the pooled
+            # embedding of a null text.
+            self.text_start = nn.Parameter(torch.zeros(1, 1, latent_dim))
+            self.null_text = nn.Parameter(torch.zeros(latent_dim))
+        else:
+            self.class_embedding = nn.Embedding(cfg.num_classes + 1, latent_dim)  # last row: the null class
         if cfg.interface_conditioning:
             self.interface_modulation = nn.Linear(latent_dim, 2 * dim)
 
         self.blocks = nn.ModuleList(RINBlock(dim, latent_dim, cfg.latent_layers, cfg.head_dim, cfg.mlp_ratio,
-                                             self.token_grid if cfg.token_mixing else None)
+                                             self.token_grid if cfg.token_mixing else None, self.text_conditioned)
                                     for _ in range(cfg.num_blocks))
         if cfg.fusion == "deep":
             self.fusions = nn.ModuleList(DeepFusion(dim, cfg.use_coords, cfg.detach_context, cfg.context_grad_scale)
@@ -108,6 +121,9 @@ class HPDM(nn.Module):
         self.apply(lambda module: init_weights(module, cfg.init))
         nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.trunc_normal_(self.latents, std=0.02)
+        if self.text_conditioned:
+            nn.init.trunc_normal_(self.text_start, std=0.02)
+            nn.init.trunc_normal_(self.null_text, std=0.02)
         if cfg.interface_conditioning:  # zero: the modulation starts as the identity
             nn.init.zeros_(self.interface_modulation.weight)
         for block in self.blocks:
@@ -123,7 +139,29 @@ class HPDM(nn.Module):
 
     # ------------------------------------------------------------------ pieces
 
-    def embed(self, x: torch.Tensor, noise_cond: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
+    def condition_embedding(self, cond: Condition) -> torch.Tensor:
+        """[B, Dl]: the class's embedding, or the pooled text (the learned null text for null rows)."""
+        if not self.text_conditioned:
+            return self.class_embedding(cond)
+        tokens, mask = self.text_norm(cond.tokens.to(self.latents.dtype)), cond.mask.unsqueeze(-1)
+        mean = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return torch.where(cond.is_null.unsqueeze(1), self.null_text, self.text_pool(mean))
+
+    def text_context(self, cond: Condition) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What the blocks' TextRead attends to: (tokens [B, 1 + T, Dl], mask [B, 1 + T]); None for classes.
+
+        Every text starts with the learned start token, so a null text (all-False mask) still has one key."""
+        if not self.text_conditioned:
+            return None
+        if not isinstance(cond, TextCondition):
+            raise ValueError("a text-conditional model takes a TextCondition, got class labels")
+        b = len(cond)
+        projected = self.text_proj(self.text_norm(cond.tokens.to(self.latents.dtype)))
+        tokens = torch.cat([self.text_start.expand(b, -1, -1).to(projected.dtype), projected], 1)
+        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=cond.mask.device), cond.mask], 1)
+        return tokens, mask
+
+    def embed(self, x: torch.Tensor, noise_cond: torch.Tensor, offsets: torch.Tensor, labels: Condition,
               first_level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs of levels first_level.. (offsets: the chain from level 0) -> (a, z, coords [B, n, N, 3])."""
         b, n = x.shape[:2]
@@ -135,7 +173,7 @@ class HPDM(nn.Module):
         conditioning = torch.stack([
             self.noise_mlp(self.noise_features(noise_cond.unsqueeze(-1).float())),
             self.level_embedding(levels).expand(b, n, -1),
-            self.class_embedding(labels).unsqueeze(1).expand(b, n, -1),
+            self.condition_embedding(labels).unsqueeze(1).expand(b, n, -1),
         ], 2)
         conditioning = conditioning.to(self.latents.dtype)
         summed = conditioning.sum(2, keepdim=True)  # [B, n, 1, Dl]: shifts the latents and modulates the interface
@@ -167,13 +205,17 @@ class HPDM(nn.Module):
         the levels above pass through it unchanged."""
         return level < self.levels_per_block[block]
 
-    def run_block(self, index: int, a: list[torch.Tensor], z: list[torch.Tensor], cond: list[torch.Tensor]):
+    def run_block(self, index: int, a: list[torch.Tensor], z: list[torch.Tensor], cond: list[torch.Tensor],
+                  text: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Block `index` on m levels folded into the batch: a, z, cond are per-level lists ([B, N, D],
-        [B, M', Dl], [B, 1, Dl]: the conditioning embedding, see `conditioning_of`)."""
+        [B, M', Dl], [B, 1, Dl]: the conditioning embedding, see `conditioning_of`); text is the batch's
+        text context (`text_context`), the same for every level."""
         m = len(a)
         fold = lambda t: t[0] if m == 1 else torch.cat(t)  # noqa: E731 -- one level: no copy
         block = self.blocks[index]
-        a, z = block(fold(a), fold(z), fold(cond[:m]) if block.mixing is not None else None)
+        if text is not None and m > 1:
+            text = (torch.cat([text[0]] * m), torch.cat([text[1]] * m))
+        a, z = block(fold(a), fold(z), fold(cond[:m]) if block.mixing is not None else None, text)
         return list(a.chunk(m)), list(z.chunk(m))
 
     # ------------------------------------------------------------------ full chain
@@ -185,6 +227,7 @@ class HPDM(nn.Module):
         if self.fusion == "shallow":
             x = shallow_inputs(x, offsets, self.geometry)
         a, z, coords = self.embed(x, noise_cond, offsets, labels)
+        text = self.text_context(labels)
         cond = list(conditioning_of(z).unbind(1))
         grids = context_grids(offsets, self.geometry, self.token, range(1, n)) if self.fusion == "deep" else {}
         # One tensor per level: a block replaces the levels it processes and leaves the others in place
@@ -203,7 +246,7 @@ class HPDM(nn.Module):
                 # Every level is fused from the block *inputs* of its lower levels (Eq. 7/9: a^{b-1}).
                 inputs = [inputs[0]] + [self.fusions[index](inputs[level], inputs[:level], grids[level],
                                                             coords[:, level], self.token_grid) for level in range(1, m)]
-            a[:m], z[:m] = self.run_block(index, inputs, z[:m], cond)
+            a[:m], z[:m] = self.run_block(index, inputs, z[:m], cond, text)
         return a, kept
 
     def forward(self, x: torch.Tensor, noise_cond: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
@@ -252,6 +295,7 @@ class HPDM(nn.Module):
                                       self.geometry))
             x = torch.cat([x, parent.unsqueeze(1)], 2)
         a, z, coords = self.embed(x, noise_cond, offsets, labels, first_level=level)
+        text = self.text_context(labels)
         cond = [conditioning_of(z)[:, 0]]
         deep = self.fusion == "deep" and level >= 1
         grid = context_grids(offsets, self.geometry, self.token, range(level, level + 1))[level] if deep else None
@@ -262,5 +306,5 @@ class HPDM(nn.Module):
             if deep:
                 lower = context.block(index, a[0].device)
                 a = [self.fusions[index](a[0], lower, grid, coords[:, 0], self.token_grid)]
-            a, z = self.run_block(index, a, z, cond)
+            a, z = self.run_block(index, a, z, cond, text)
         return self.detokenize(a[0].unsqueeze(1))

@@ -27,11 +27,14 @@ class Attention(nn.Module):
         self.kv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor | None = None,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """key_mask [b, s_keys] bool: the keys each query may attend to (None: all)."""
         keys = queries if keys is None else keys
         q = rearrange(self.q(queries), "b s (h d) -> b h s d", h=self.heads)
         k, v = rearrange(self.kv(keys), "b s (two h d) -> two b h s d", two=2, h=self.heads)
-        out = F.scaled_dot_product_attention(q, k, v)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(rearrange(out, "b h s d -> b s (h d)"))
 
 

@@ -41,6 +41,25 @@ class CrossLayer(nn.Module):
         return x + self.mlp(self.norm_mlp(x))
 
 
+class TextRead(nn.Module):
+    """Pre-norm cross-attention of the latents over the text tokens (text-conditional models only).
+
+    Text reaches the network the way everything reaches a RIN: through its latents. A cross-attention
+    per block rather than text tokens appended to the latents: padded text keys need a mask, and a mask
+    only here keeps the latent self-attention on the fused (flash) kernels; the latents' count stays M.
+    No MLP: the latent layers that follow have theirs.
+    """
+
+    def __init__(self, dim: int, head_dim: int):
+        super().__init__()
+        self.norm_z, self.norm_text = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, head_dim)
+
+    def forward(self, z: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """z [X, M, D] reads tokens [X, T, D] where mask [X, T] is True."""
+        return z + self.attn(self.norm_z(z), self.norm_text(tokens), key_mask=mask)
+
+
 class TokenMixing(nn.Module):
     """Not in RIN or the paper (model.token_mixing): a depthwise 3x3 convolution over each frame's grid
     of interface tokens, added to the interface. Tokens otherwise meet only through the latents, and a
@@ -87,17 +106,21 @@ class RINBlock(nn.Module):
     """Interface a [X, N, D] and latents z [X, M, Dl] -> updated (a, z); X = batch * levels."""
 
     def __init__(self, interface_dim: int, latent_dim: int, latent_layers: int, head_dim: int, mlp_ratio: float,
-                 token_grid: tuple[int, int, int] | None = None):
+                 token_grid: tuple[int, int, int] | None = None, text: bool = False):
         super().__init__()
         self.read = CrossLayer(latent_dim, interface_dim, head_dim, mlp_ratio)
+        self.read_text = TextRead(latent_dim, head_dim) if text else None
         self.process = nn.ModuleList(LatentLayer(latent_dim, head_dim, mlp_ratio) for _ in range(latent_layers))
         self.write = CrossLayer(interface_dim, latent_dim, head_dim, mlp_ratio)
         self.mixing = TokenMixing(interface_dim, latent_dim, token_grid) if token_grid is not None else None
 
-    def forward(self, a: torch.Tensor, z: torch.Tensor, cond: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """cond [X, 1, Dl]: the conditioning embedding, needed only with token mixing."""
+    def forward(self, a: torch.Tensor, z: torch.Tensor, cond: torch.Tensor | None = None,
+                text: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cond [X, 1, Dl]: the conditioning embedding, needed only with token mixing; text: (tokens
+        [X, T, Dl], mask [X, T]), needed only by text-conditional blocks."""
         z = self.read(z, a)
+        if self.read_text is not None:
+            z = self.read_text(z, *text)
         for layer in self.process:
             z = layer(z)
         a = self.write(a, z)
