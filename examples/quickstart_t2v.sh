@@ -8,7 +8,7 @@
 #
 # Everything goes to ./demo_t2v/ (DEMO_DIR); finished stages are kept on a re-run. Knobs:
 #   DEMO_DIR=demo_t2v  TRAIN_STEPS=<tiny-t2v preset>  NUM_VIDEOS=256  HOLDOUT=2  COLOURS=4  SHAPES=4
-#   PER_SEEN=1  PER_UNSEEN=2  SAMPLE_STEPS=32  OVERLAP=hw  TEXT_ENCODER=<a T5 folder; default: the random one>
+#   PER_SEEN=2  PER_UNSEEN=2  SAMPLE_STEPS=32  OVERLAP=hw  TEXT_ENCODER=<a T5 folder; default: the random one>
 set -euo pipefail
 
 DEMO_DIR=${DEMO_DIR:-demo_t2v}
@@ -17,7 +17,7 @@ NUM_VIDEOS=${NUM_VIDEOS:-256}
 HOLDOUT=${HOLDOUT:-2}
 COLOURS=${COLOURS:-4}
 SHAPES=${SHAPES:-4}
-PER_SEEN=${PER_SEEN:-1}
+PER_SEEN=${PER_SEEN:-2}
 PER_UNSEEN=${PER_UNSEEN:-2}
 SAMPLE_STEPS=${SAMPLE_STEPS:-32}
 OVERLAP=${OVERLAP:-hw}

@@ -294,9 +294,11 @@ def _hpdm_t2v() -> Config:
 
 def _tiny_t2v() -> Config:
     """The text-to-video CPU demo: `tiny` conditioned on text from the small random T5 encoder that
-    `hpdm random-text-encoder` builds (width 128), for examples/quickstart_t2v.sh."""
+    `hpdm random-text-encoder` builds (width 128), for examples/quickstart_t2v.sh. 1000 steps: the
+    prompted colour in 27 of 28 seen-pair samples, against 12 of 14 at tiny's 600 (docs/quickstart.md)."""
     cfg = _tiny()
     cfg.model.conditioning, cfg.model.text_dim = "text", 128
+    cfg.train.steps = 1000
     return cfg
 
 
