@@ -34,11 +34,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from learning import label_gaps, real_reference, to_uint8  # noqa: E402
+from learning import data_and_classifier, label_gaps, to_uint8  # noqa: E402
 
 from hpdm_core.config import apply_overrides, preset  # noqa: E402
-from hpdm_core.data.synthetic import make_synthetic, object_presence  # noqa: E402
-from hpdm_core.metrics.classifier import classifier_scores, load_classifier, train_classifier  # noqa: E402
+from hpdm_core.data.synthetic import object_presence  # noqa: E402
+from hpdm_core.metrics.classifier import classifier_scores  # noqa: E402
 from hpdm_core.sampling import generate  # noqa: E402
 from hpdm_core.training import Trainer  # noqa: E402
 
@@ -81,14 +81,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = args.data or args.out / "synthetic.h5"
-    if not data.exists():
-        make_synthetic(data, classes=preset("tiny").model.num_classes)
-    clf_path = args.out / "classifier.pt"
-    if not clf_path.exists():
-        train_classifier(data, clf_path)
-    classifier = load_classifier(clf_path)
-    real = real_reference(classifier, data, args.samples)
+    data, classifier, real = data_and_classifier(args.out, args.data, preset("tiny").model.num_classes, args.samples)
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     config_key = {"base_steps": args.base_steps, "finetune_steps": args.finetune_steps, "samples": args.samples,

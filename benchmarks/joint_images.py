@@ -25,12 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from learning import label_gaps, real_reference, to_uint8  # noqa: E402
+from learning import data_and_classifier, label_gaps, to_uint8  # noqa: E402
 
 from hpdm_core.config import apply_overrides, preset  # noqa: E402
 from hpdm_core.data.h5store import VideoStore, VideoStoreWriter  # noqa: E402
-from hpdm_core.data.synthetic import make_synthetic, object_presence, synthetic_video  # noqa: E402
-from hpdm_core.metrics.classifier import classifier_scores, load_classifier, train_classifier  # noqa: E402
+from hpdm_core.data.synthetic import object_presence, synthetic_video  # noqa: E402
+from hpdm_core.metrics.classifier import classifier_scores  # noqa: E402
 from hpdm_core.sampling import generate  # noqa: E402
 from hpdm_core.training import Trainer  # noqa: E402
 
@@ -63,17 +63,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = args.data or args.out / "synthetic.h5"
-    if not data.exists():
-        make_synthetic(data, classes=preset("tiny").model.num_classes)
+    data, classifier, real = data_and_classifier(args.out, args.data, preset("tiny").model.num_classes, args.samples)
     images = args.out / "stills.h5"
     if not images.exists():
         write_still_images(images, data, args.images)
-    clf_path = args.out / "classifier.pt"
-    if not clf_path.exists():
-        train_classifier(data, clf_path)
-    classifier = load_classifier(clf_path)
-    real = real_reference(classifier, data, args.samples)
     results_path = args.out / "results.json"
     key = {"steps": args.steps, "image_rows": args.image_rows, "images": args.images, "samples": args.samples,
            "sample_steps": args.sample_steps}

@@ -116,6 +116,21 @@ def label_gaps(run_dir: Path, step: int) -> dict:
     return gaps
 
 
+
+def data_and_classifier(out: Path, data: Path | None, classes: int, samples: int):
+    """(data file, classifier, real reference) of a benchmark in `out`: the quickstart's synthetic set and the
+    classifier that scores it, made once and kept for a rerun."""
+    data = data or out / "synthetic.h5"
+    if not data.exists():
+        make_synthetic(data, classes=classes)  # the quickstart's set
+    path = out / "classifier.pt"
+    if not path.exists():
+        summary = train_classifier(data, path)
+        print(f"classifier: held-out accuracy {summary['heldout_accuracy']:.3f} in {summary['seconds']:.0f} s")
+    classifier = load_classifier(path)
+    return data, classifier, real_reference(classifier, data, samples)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_learning"))
@@ -135,15 +150,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     classes = args.classes or preset("tiny").model.num_classes
-    data = args.data or args.out / "synthetic.h5"
-    if not data.exists():
-        make_synthetic(data, classes=classes)  # the quickstart's set
-    clf_path = args.out / "classifier.pt"
-    if not clf_path.exists():
-        summary = train_classifier(data, clf_path)
-        print(f"classifier: held-out accuracy {summary['heldout_accuracy']:.3f} in {summary['seconds']:.0f} s")
-    classifier = load_classifier(clf_path)
-    real = real_reference(classifier, data, args.samples)
+    data, classifier, real = data_and_classifier(args.out, args.data, classes, args.samples)
 
     cfg = apply_overrides(preset("tiny"), [f"train.steps={args.steps}", f"train.checkpoint_every={args.every}",
                                            f"train.probe_every={args.every}", f"model.num_classes={classes}"]

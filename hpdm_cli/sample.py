@@ -127,7 +127,7 @@ def sample(
 
 def _conditions(cfg, denoiser, num, classes, prompts, prompt_labels, text_encoder, device):
     """(condition batch for generate, class labels [N], prompts, note) for a class- or text-conditional run."""
-    from hpdm_core.errors import BadInputError, MissingResourceError
+    from hpdm_core.errors import BadInputError
     from hpdm_core.sampling import resolve_labels
 
     if cfg.model.conditioning != "text":
@@ -139,14 +139,9 @@ def _conditions(cfg, denoiser, num, classes, prompts, prompt_labels, text_encode
     if not prompts:
         raise BadInputError("this run is text-conditional: give --prompt TEXT, --prompts FILE or "
                             "--prompts-from-classes FILE.h5")
-    from hpdm_core.prompts import encode_prompts
-    from hpdm_core.text.encoder import load_text_encoder
+    from hpdm_core.prompts import encode_prompts, run_text_encoder
 
-    path = text_encoder or cfg.data.text_encoder
-    if not path:
-        raise MissingResourceError("the run does not record its text encoder: pass --text-encoder PATH (the folder "
-                                   "its dataset's captions were encoded with)")
-    encoder = load_text_encoder(path, device=device, max_tokens=cfg.data.text_max_tokens or None)
+    encoder = run_text_encoder(cfg, text_encoder, device)
     text = encode_prompts(encoder, prompts, cfg.data.text_fingerprint)
     labels = prompt_labels if prompt_labels is not None else None
     note = f"text encoder {encoder.name}" + (" (RANDOM WEIGHTS: a demo encoder, not a trained T5)"

@@ -253,18 +253,11 @@ class Model:
 
     def text_encoder(self, path: PathLike | None = None):
         """The run's text encoder (text.encoder.TextEncoder), loaded once; `path` for a copy elsewhere."""
-        from hpdm_core.text.encoder import load_text_encoder
+        from hpdm_core.prompts import run_text_encoder
 
-        path = path or self.text_encoder_path
-        if not path:
-            raise MissingResourceError("the run does not record its text encoder: pass text_encoder=PATH (the folder "
-                                       "its dataset's captions were encoded with)")
-        key = str(path)
-        if Path(path).is_file():
-            raise BadInputError(f"text_encoder {path} is a file; give the folder holding config.json and the weights")
+        key = str(path or self.text_encoder_path)
         if key not in self._encoders:
-            self._encoders[key] = load_text_encoder(path, device=self.device,
-                                                    max_tokens=self.config.data.text_max_tokens or None)
+            self._encoders[key] = run_text_encoder(self.config, path, self.device)
         return self._encoders[key]
 
     def encode_prompts(self, prompts: Sequence[str], text_encoder: PathLike | None = None):

@@ -73,6 +73,21 @@ def class_prompts(data_path: str | Path, num: int) -> tuple[list[str], torch.Ten
     return [class_name_to_prompt(names[k]) for k in labels], torch.tensor(labels, dtype=torch.long)
 
 
+def run_text_encoder(cfg, path: str | Path | None = None, device="cpu"):
+    """The text encoder a run was trained with (config.toml's data.text_encoder and its token count), or the
+    folder `path` (a copy elsewhere); the fingerprint is checked when prompts are encoded."""
+    from hpdm_core.text.encoder import load_text_encoder
+
+    path = path or cfg.data.text_encoder
+    if not path:
+        raise MissingResourceError("the run does not record its text encoder: give its folder (text_encoder=PATH, "
+                                   "the CLI's --text-encoder), the one its dataset's captions were encoded with")
+    if Path(path).is_file():
+        raise BadInputError(f"text_encoder {path} is a file; give the folder holding config.json and the weights "
+                            "(the CLI's --text-encoder)")
+    return load_text_encoder(path, device=device, max_tokens=cfg.data.text_max_tokens or None)
+
+
 def encode_prompts(encoder, prompts: list[str], expected_fingerprint: str = "") -> TextCondition:
     """The prompts through the text encoder (text.encoder.TextEncoder), checked against the fingerprint of
     the encoder a model was trained with (BadInputError for another encoder)."""

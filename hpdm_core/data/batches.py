@@ -167,11 +167,11 @@ class StepBatches(Dataset):
         batch = {"patches": patches, "offsets": offsets, "labels": labels}
         if self.image_rows:
             batch["still"] = torch.arange(len(labels)) >= len(self.rows)
-        if self.text is not None:
-            tokens, mask = zip(*(read_rows(self.image_text if still else self.text, [i for s, i in sources if s == still])
-                                 for still in (False, True) if any(s == still for s, _ in sources)))
-            batch["text_tokens"] = torch.from_numpy(np.concatenate(tokens))
-            batch["text_mask"] = torch.from_numpy(np.concatenate(mask))
+        if self.text is not None:  # video rows first, then image rows, as in the batch
+            videos, images = [i for s, i in sources if not s], [i for s, i in sources if s]
+            parts = [read_rows(self.text, videos)] + ([read_rows(self.image_text, images)] if images else [])
+            batch["text_tokens"] = torch.from_numpy(np.concatenate([tokens for tokens, _ in parts]))
+            batch["text_mask"] = torch.from_numpy(np.concatenate([mask for _, mask in parts]))
         return batch
 
     def _empty_patches(self, rows: int, channels: int) -> torch.Tensor:
