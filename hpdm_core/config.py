@@ -66,6 +66,10 @@ class ModelConfig:
     # after every block's write, gated by the conditioning and zero-initialised, so that neighbouring
     # tokens can agree.
     token_mixing: bool = False
+    # Not in the paper (docs/training.md, "The network"; hpdm_core/model/tokens.py): every token reads and
+    # writes a window twice its height and width, blended into its neighbours by a tent, so that outputs
+    # have no step at token borders (the token mosaic).
+    token_overlap: bool = False
     init: str = "glorot"  # Linear weights: glorot (RIN's reference code) | vit (truncated normal, std 0.02)
     num_classes: int = 101  # index num_classes is the null class used for guidance
     # What a video is conditioned on: "class" (a label, the null class for guidance) or "text" (the token
@@ -485,6 +489,8 @@ def validate(cfg: Config) -> None:
     for axis, p, t in zip("fhw", m.patch, m.token):
         if p <= 0 or t <= 0 or p % t:
             raise BadInputError(f"model.token {m.token} must divide model.patch {m.patch} (axis {axis})")
+    if m.token_overlap and (m.token[1] % 2 or m.token[2] % 2):
+        raise BadInputError(f"model.token_overlap needs an even token height and width, got model.token {m.token}")
     lpb = m.levels_per_block
     if len(lpb) != m.num_blocks:
         raise BadInputError(f"model.levels_per_block has {len(lpb)} entries; it needs one per block "

@@ -12,11 +12,11 @@ from hpdm_core.model.fusion import DeepFusion
 from hpdm_core.model.rin import TokenMixing
 from hpdm_core.pyramid import PatchGeometry, context_grid, sample_nested_offsets
 
-FUSIONS = ["deep", "shallow", "none", "deep+token_mixing"]
+FUSIONS = ["deep", "shallow", "none", "deep+token_mixing", "deep+token_overlap", "shallow+token_overlap"]
 
 
 def small_config(fusion="deep", levels_per_block=(1, 2, 3, 3), **overrides) -> Config:
-    """A small 3-level model; "deep+token_mixing" is deep fusion with model.token_mixing = true."""
+    """A small 3-level model; "deep+token_mixing" is deep fusion with model.token_mixing = true (any switch)."""
     cfg = Config()
     m = cfg.model
     fusion, *switches = fusion.split("+")
@@ -93,7 +93,7 @@ def reference_forward(model: HPDM, x, noise_cond, offsets, labels):
     return torch.stack(outputs, 1)
 
 
-@pytest.mark.parametrize("fusion", ["deep", "deep+token_mixing"])
+@pytest.mark.parametrize("fusion", ["deep", "deep+token_mixing", "deep+token_overlap"])
 @pytest.mark.parametrize("levels_per_block", [(3, 3, 3, 3), (1, 2, 3, 3), (1, 1, 1, 3)])
 def test_forward_equals_a_plain_loop_over_levels(levels_per_block, fusion):
     cfg = small_config(fusion, levels_per_block)

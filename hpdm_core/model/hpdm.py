@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 
 from hpdm_core.conditioning import Condition, TextCondition
 from hpdm_core.config import ModelConfig
 from hpdm_core.model.fusion import DeepFusion, context_grids, shallow_context, shallow_inputs
 from hpdm_core.model.layers import MLP, FourierFeatures, init_weights
 from hpdm_core.model.rin import RINBlock
+from hpdm_core.model.tokens import Tokens, window_shape
 from hpdm_core.pyramid import PatchGeometry, token_centres, token_grid
 
 EXTRA_LATENTS = 3  # noise level, pyramid level, class (or the pooled text)
@@ -70,7 +70,9 @@ class HPDM(nn.Module):
         self.levels_per_block = [int(n) for n in cfg.block_levels]
         self.fusion = cfg.fusion
         num_tokens = self.token_grid[0] * self.token_grid[1] * self.token_grid[2]
-        pixels_per_token = self.token[0] * self.token[1] * self.token[2]
+        self.tokens = Tokens(self.token, self.token_grid, cfg.token_overlap)
+        window = window_shape(self.token, cfg.token_overlap)
+        pixels_per_token = window[0] * window[1] * window[2]
         in_channels = cfg.channels * (2 if cfg.fusion == "shallow" else 1)
         dim, latent_dim = cfg.interface_dim, cfg.latent_dim
 
@@ -165,9 +167,7 @@ class HPDM(nn.Module):
               first_level: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs of levels first_level.. (offsets: the chain from level 0) -> (a, z, coords [B, n, N, 3])."""
         b, n = x.shape[:2]
-        tf, th, tw = self.token
-        tokens = rearrange(x, "b n c (f tf) (h th) (w tw) -> b n (f h w) (tf th tw c)", tf=tf, th=th, tw=tw)
-        a = self.tokenizer(tokens)
+        a = self.tokenizer(self.tokens.cut(x))
 
         levels = torch.arange(first_level, first_level + n, device=x.device)
         conditioning = torch.stack([
@@ -195,10 +195,7 @@ class HPDM(nn.Module):
         return a, z, coords
 
     def detokenize(self, a: torch.Tensor) -> torch.Tensor:
-        (gf, gh, gw), (tf, th, tw) = self.token_grid, self.token
-        pixels = self.detokenizer(self.out_norm(a))
-        return rearrange(pixels, "b n (f h w) (tf th tw c) -> b n c (f tf) (h th) (w tw)",
-                         f=gf, h=gh, w=gw, tf=tf, th=th, tw=tw)
+        return self.tokens.paste(self.detokenizer(self.out_norm(a)), self.cfg.channels)
 
     def processes(self, block: int, level: int) -> bool:
         """Adaptive computation: block `block` processes level `level` iff level < levels_per_block[block];
