@@ -74,7 +74,7 @@ def sample(
     from hpdm_core.files import check_output
     from hpdm_core.pyramid import parse_overlap
     from hpdm_core.prompts import class_prompts, read_prompts_file, resolve_prompts
-    from hpdm_core.sampling import FORMATS, output_files
+    from hpdm_core.sample_files import FORMATS, output_files
 
     # Every argument is checked here, before the model loads or a tile is sampled.
     if num is not None and num < 1:
@@ -156,7 +156,9 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
     from hpdm_core.consistency import consistency_report
     from hpdm_core.files import check_output, reporting_full_disk
     from hpdm_core.memory import check_fits, sampling_bytes
-    from hpdm_core.sampling import count_tile_evaluations, generate, output_files, save_samples
+    from hpdm_core.canvas import count_tile_evaluations
+    from hpdm_core.sample_files import output_files, save_samples
+    from hpdm_core.sampling import generate
 
     cfg, denoiser, info = load_for_inference(run, checkpoint, use_ema=not raw, device=device)
     options = cfg.sample.replace(**settings).validate()

@@ -36,7 +36,8 @@ from hpdm_core.config import Config, SampleConfig
 from hpdm_core.distributed import as_device
 from hpdm_core.errors import BadInputError, check_count
 from hpdm_core.metrics.options import EvalOptions
-from hpdm_core.sampling import FORMATS, SampleResult
+from hpdm_core.sample_files import FORMATS
+from hpdm_core.sampling import SampleResult
 
 PathLike = str | os.PathLike
 DEFAULT_NUM = 8  # videos when neither `num` nor several classes or prompts say how many (as `hpdm sample`)
@@ -375,7 +376,7 @@ def save_videos(result: SampleResult, out: PathLike, fmt: str | None = None, *, 
     (generate(..., keep_levels=True)). An existing file is kept unless overwrite=True.
     """
     from hpdm_core.files import check_output, reporting_full_disk
-    from hpdm_core.sampling import output_files, save_samples
+    from hpdm_core.sample_files import output_files, save_samples
 
     out = Path(out)
     fmt = (fmt or out.suffix.lstrip(".") or "mp4").lower()
