@@ -19,7 +19,7 @@ class Suite(str, Enum):
 
 
 # The library's names for what this command's flags set (missing I3D weights: give --i3d, or leave it out for the proxy).
-FLAGS = {"i3d": "--i3d", "random_i3d_seed": "no --i3d"}
+FLAGS = {"i3d": "--i3d", "random_i3d_seed": "no --i3d", "overrides": "--set"}
 
 
 def ablate(
@@ -87,9 +87,9 @@ def ablate(
                 raise BadInputError("--suite architecture needs --data FILE.h5 and --steps N (the budget of each variant)")
             from hpdm_core.config import build_config
 
-            base = build_config(preset, config, overrides)
-            if base is None:
+            if preset is None and config is None:
                 raise BadInputError("--suite architecture needs a base config: --preset NAME (e.g. tiny) or --config FILE")
+            base = build_config(preset, config, overrides)
             base.data.path = str(data)
             names = ablation.parse_names(variants, ablation.ARCHITECTURE_VARIANTS, "variant")
             results = ablation.run_architecture_suite(base, steps, options, names, log=log,

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hpdm_cli.common import INT64_MAX, PlainProgress, flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, PlainProgress, flag, flags_for, print_json, stderr, stdout
 
 
 def _class_names(data_path: str, num_classes: int) -> list[str]:
@@ -21,6 +21,10 @@ def _class_names(data_path: str, num_classes: int) -> list[str]:
     except Exception:  # the dataset file is optional for sampling
         names = []
     return names if len(names) >= num_classes else [f"class_{k}" for k in range(num_classes)]
+
+
+# What the library's messages name (generate's and the text encoder's arguments), as flags.
+FLAGS = {"classes": "--class", "text_encoder": "--text-encoder", "batch_size": "--batch-size", "seed": "--seed"}
 
 
 def sample(
@@ -116,7 +120,7 @@ def sample(
         raise BadInputError(f"give --class once or once per sample ({num}), got {len(classes)} classes")
     for path in output_files(out, fmt, num, prompts=bool(prompts)):
         check_output(path, overwrite)
-    with dist_lib.process_group(device) as (env, run_device):
+    with dist_lib.process_group(device) as (env, run_device), flags_for(FLAGS):
         # Flags left unset (None) keep the run's sample settings.
         settings = dict(overlap=overlap, steps=steps, guidance=guidance, guidance_levels=guidance_levels,
                         tile_batch=tile_batch, cache=cache, offload_cache=offload_cache)
