@@ -57,14 +57,16 @@ def main() -> None:
         print(f"{preparation}: {report.videos} videos, {report.frames} frames -> {files[preparation]}", flush=True)
 
     from hpdm_core.metrics.fvd import evaluate  # torch only now: spawned decoding workers need not load it
+    from hpdm_core.metrics.options import EvalOptions
 
     detector = {"i3d": args.i3d} if args.i3d else {"random_i3d_seed": 0}
     rows = {}
     for real, fake in (("area", "styleganv"), ("styleganv", "styleganv"), ("area", "area")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the proxy and FVD@num notes: not what is measured here
-            result = evaluate(files[real], files[fake], num=args.num, frames=args.frames, batch_size=args.batch_size,
-                              device=args.device, use_cache=False, **detector)
+            result = evaluate(files[real], files[fake], EvalOptions(num=args.num, frames=args.frames,
+                                                                    batch_size=args.batch_size, device=args.device,
+                                                                    use_cache=False, **detector))
         rows[f"FVD({real}, {fake})"] = result["fvd"]
         print(f"FVD{'' if args.i3d else ' (random-I3D proxy)'}@{args.num} real {real} vs generated {fake}: "
               f"{result['fvd']:.2f}", flush=True)

@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpdm_core import sampling  # noqa: E402
+from hpdm_core import canvas, sampling  # noqa: E402
 from hpdm_core.config import apply_overrides, preset  # noqa: E402
 from hpdm_core.training import Trainer  # noqa: E402
 
@@ -94,7 +94,7 @@ def profile_sampling(cfg, run_dir: Path, samples: int, batch_size: int) -> None:
     clock = Clock()
     # Per level: its denoiser calls (LevelDenoiser.__call__: every tile of the canvas at one sigma), and
     # within them the network (_denoise_batch: crops, the network, guidance; the context cache included).
-    call, batch = sampling.LevelDenoiser.__call__, sampling.LevelDenoiser._denoise_batch
+    call, batch = canvas.LevelDenoiser.__call__, canvas.LevelDenoiser._denoise_batch
 
     def level_call(self, *args, **kwargs):
         return clock.wrap(f"level {self.level}", call)(self, *args, **kwargs)
@@ -102,16 +102,16 @@ def profile_sampling(cfg, run_dir: Path, samples: int, batch_size: int) -> None:
     def denoise_batch(self, *args, **kwargs):
         return clock.wrap(f"level {self.level} > network", batch)(self, *args, **kwargs)
 
-    sampling.LevelDenoiser.__call__, sampling.LevelDenoiser._denoise_batch = level_call, denoise_batch
+    canvas.LevelDenoiser.__call__, canvas.LevelDenoiser._denoise_batch = level_call, denoise_batch
     try:
         labels = torch.arange(samples) % cfg.model.num_classes
         started = time.perf_counter()
         sampling.generate(model, labels, seed=0, options=cfg.sample, batch_size=batch_size)
         total = time.perf_counter() - started
     finally:
-        sampling.LevelDenoiser.__call__, sampling.LevelDenoiser._denoise_batch = call, batch
+        canvas.LevelDenoiser.__call__, canvas.LevelDenoiser._denoise_batch = call, batch
     geometry = model.geometry
-    evaluations = sampling.count_tile_evaluations(geometry, cfg.sample, samples)
+    evaluations = canvas.count_tile_evaluations(geometry, cfg.sample, samples)
     clock.report(total, f"sampling: {samples} videos, batch {batch_size}, {cfg.sample.steps} steps, "
                         f"{evaluations} chain evaluations")
     # No operator table here: the network's forward operators are those of training's forward, and a

@@ -30,7 +30,8 @@ from hpdm_core.config import preset
 from hpdm_core.diffusion import build_denoiser
 from hpdm_core.model import count_parameters
 from hpdm_core.config import SampleConfig
-from hpdm_core.sampling import count_tile_evaluations, generate
+from hpdm_core.canvas import count_tile_evaluations
+from hpdm_core.sampling import generate
 
 MODES = ["none", "f", "h", "w", "fh", "fw", "hw", "fhw"]
 

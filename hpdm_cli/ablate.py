@@ -10,12 +10,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hpdm_cli.common import INT64_MAX, flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, flag, flags_for, print_json, stderr, stdout
 
 
 class Suite(str, Enum):
     architecture = "architecture"
     inference = "inference"
+
+
+# The library's names for what this command's flags set (missing I3D weights: give --i3d, or leave it out for the proxy).
+FLAGS = {"i3d": "--i3d", "random_i3d_seed": "no --i3d", "overrides": "--set"}
 
 
 def ablate(
@@ -61,7 +65,7 @@ def ablate(
         stderr.print("[yellow]no --i3d weights: scoring with FD (random I3D), a proxy that is not FVD[/]")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                TimeElapsedColumn())
-    with Progress(*columns, console=stderr, transient=True) as progress:
+    with Progress(*columns, console=stderr, transient=True) as progress, flags_for(FLAGS):
         tasks: dict[str, int] = {}
 
         def on_train_log(name: str, m: dict) -> None:
@@ -83,9 +87,9 @@ def ablate(
                 raise BadInputError("--suite architecture needs --data FILE.h5 and --steps N (the budget of each variant)")
             from hpdm_core.config import build_config
 
-            base = build_config(preset, config, overrides)
-            if base is None:
+            if preset is None and config is None:
                 raise BadInputError("--suite architecture needs a base config: --preset NAME (e.g. tiny) or --config FILE")
+            base = build_config(preset, config, overrides)
             base.data.path = str(data)
             names = ablation.parse_names(variants, ablation.ARCHITECTURE_VARIANTS, "variant")
             results = ablation.run_architecture_suite(base, steps, options, names, log=log,

@@ -1,13 +1,16 @@
 """What every command shares: the stderr console for progress and messages, JSON on stdout."""
 
+import contextlib
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
+
+from hpdm_core.errors import HPDMError
 
 # Results go to stdout; progress bars and messages to stderr (docs/design.md, "Conventions").
 stderr = Console(stderr=True)
@@ -41,6 +44,26 @@ class Group(TyperGroup):
 
     def get_help_option(self, ctx: Any) -> Any:
         return _help_as_flag(super().get_help_option(ctx))
+
+
+def say_flags(text: str, flags: dict[str, str]) -> str:
+    """The library's words for the command's user: each setting or argument it names in backticks
+    (`num`, `data.path`) that a flag of this command sets becomes that flag (--num)."""
+    for name, option in flags.items():
+        text = text.replace(f"`{name}`", option)
+    return text
+
+
+@contextlib.contextmanager
+def flags_for(flags: dict[str, str]) -> Iterator[None]:
+    """Library errors raised inside, with the settings and arguments they name said as this command's flags."""
+    try:
+        yield
+    except HPDMError as error:
+        message = say_flags(str(error), flags)
+        if message == str(error):
+            raise
+        raise type(error)(message) from error
 
 
 def print_json(obj: Any) -> None:

@@ -11,12 +11,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.common import INT64_MAX, flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, flag, flags_for, print_json, say_flags, stderr, stdout
 
 
 class ProtocolName(str, Enum):
     styleganv = "styleganv"
     tf = "tf"
+
+
+# The library names its options (EvalOptions' fields); the user typed these flags.
+FLAGS = {"i3d": "--i3d", "random_i3d_seed": "--random-i3d", "c3d": "--c3d", "c3d_mean": "--c3d-mean",
+         "classifier": "--classifier", "protocol": "--protocol", "num": "--num", "frames": "--frames",
+         "subsample": "--subsample", "resolution": "--resolution", "seed": "--seed", "batch_size": "--batch-size",
+         "device": "--device", "repeat_real": "--repeat-real", "cache_dir": "--cache-dir", "use_cache": "--cache"}
 
 
 def eval_fvd(
@@ -46,23 +53,25 @@ def eval_fvd(
     Under torchrun every process embeds its share of the clips and rank 0 reports the merged result.
     """
     from hpdm_core import distributed as dist_lib
+    from hpdm_core.metrics.options import EvalOptions
 
     distributed = dist_lib.launched()
-    with dist_lib.process_group(device) as (env, run_device):
-        result = _evaluate(real, fake, i3d, c3d, c3d_mean, random_i3d, protocol, num, frames, subsample, resolution,
-                           seed, batch_size, str(run_device), cache_dir, cache, repeat_real, classifier, distributed,
-                           env)
+    with dist_lib.process_group(device) as (env, run_device), flags_for(FLAGS):
+        options = EvalOptions(i3d=i3d, random_i3d_seed=random_i3d, c3d=c3d, c3d_mean=c3d_mean, classifier=classifier,
+                              protocol=protocol.value, num=num, frames=frames, subsample=subsample,
+                              resolution=resolution, seed=seed, repeat_real=repeat_real, batch_size=batch_size,
+                              device=run_device, cache_dir=cache_dir, use_cache=cache)
+        result = _evaluate(real, fake, options, distributed, env.is_main)
     if result is None:  # not rank 0: its statistics were merged into rank 0's result
         return
     _report(result, as_json)
 
 
-def _evaluate(real, fake, i3d, c3d, c3d_mean, random_i3d, protocol, num, frames, subsample, resolution, seed,
-              batch_size, run_device, cache_dir, cache, repeat_real, classifier, distributed, env):
+def _evaluate(real: Path, fake: Path, options, distributed: bool, is_main: bool) -> dict | None:
     from hpdm_core.metrics.fvd import evaluate
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=stderr, transient=True, disable=not env.is_main)
+                        console=stderr, transient=True, disable=not is_main)
     tasks: dict[str, int] = {}
 
     def report(label: str, done: int, total: int) -> None:
@@ -72,14 +81,11 @@ def _evaluate(real, fake, i3d, c3d, c3d_mean, random_i3d, protocol, num, frames,
 
     with progress, warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        return evaluate(real, fake, i3d=i3d, c3d=c3d, c3d_mean=c3d_mean, random_i3d_seed=random_i3d,
-                        protocol=protocol.value, num=num, frames=frames, subsample=subsample,
-                        resolution=resolution, seed=seed, batch_size=batch_size, device=run_device,
-                        cache_dir=cache_dir, use_cache=cache, progress=report, distributed=distributed,
-                        repeat_real=repeat_real, classifier_path=classifier)
+        return evaluate(real, fake, options, progress=report, distributed=distributed)
 
 
 def _report(result: dict, as_json: bool) -> None:
+    result["warnings"] = [say_flags(note, FLAGS) for note in result["warnings"]]
     for note in result["warnings"]:
         stderr.print(f"[yellow]warning:[/] {note}")
     for note in result.get("classifier_notes", []) + result.get("cache_notes", []):

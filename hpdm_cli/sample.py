@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hpdm_cli.common import INT64_MAX, PlainProgress, flag, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, PlainProgress, flag, flags_for, print_json, stderr, stdout
 
 
 def _class_names(data_path: str, num_classes: int) -> list[str]:
@@ -21,6 +21,10 @@ def _class_names(data_path: str, num_classes: int) -> list[str]:
     except Exception:  # the dataset file is optional for sampling
         names = []
     return names if len(names) >= num_classes else [f"class_{k}" for k in range(num_classes)]
+
+
+# What the library's messages name (generate's and the text encoder's arguments), as flags.
+FLAGS = {"classes": "--class", "text_encoder": "--text-encoder", "batch_size": "--batch-size", "seed": "--seed"}
 
 
 def sample(
@@ -74,7 +78,7 @@ def sample(
     from hpdm_core.files import check_output
     from hpdm_core.pyramid import parse_overlap
     from hpdm_core.prompts import class_prompts, read_prompts_file, resolve_prompts
-    from hpdm_core.sampling import FORMATS, output_files
+    from hpdm_core.sample_files import FORMATS, output_files
 
     # Every argument is checked here, before the model loads or a tile is sampled.
     if num is not None and num < 1:
@@ -116,7 +120,7 @@ def sample(
         raise BadInputError(f"give --class once or once per sample ({num}), got {len(classes)} classes")
     for path in output_files(out, fmt, num, prompts=bool(prompts)):
         check_output(path, overwrite)
-    with dist_lib.process_group(device) as (env, run_device):
+    with dist_lib.process_group(device) as (env, run_device), flags_for(FLAGS):
         # Flags left unset (None) keep the run's sample settings.
         settings = dict(overlap=overlap, steps=steps, guidance=guidance, guidance_levels=guidance_levels,
                         tile_batch=tile_batch, cache=cache, offload_cache=offload_cache)
@@ -156,7 +160,9 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
     from hpdm_core.consistency import consistency_report
     from hpdm_core.files import check_output, reporting_full_disk
     from hpdm_core.memory import check_fits, sampling_bytes
-    from hpdm_core.sampling import count_tile_evaluations, generate, output_files, save_samples
+    from hpdm_core.canvas import count_tile_evaluations
+    from hpdm_core.sample_files import output_files, save_samples
+    from hpdm_core.sampling import generate
 
     cfg, denoiser, info = load_for_inference(run, checkpoint, use_ema=not raw, device=device)
     options = cfg.sample.replace(**settings).validate()

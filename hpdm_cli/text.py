@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpdm_cli.common import PlainProgress, flag, plain_line, print_json, stderr, stdout
+from hpdm_cli.common import PlainProgress, flag, flags_for, plain_line, print_json, stderr, stdout
 
 RANDOM_NOTE = "its weights are RANDOM: for demos and tests only, its embeddings carry no meaning"
 
@@ -44,7 +44,8 @@ def encode_text(
     from hpdm_core.text.store import check_encodable, encode_file
 
     captions = check_encodable(data, overwrite)  # before loading the encoder: a wrong file fails in a second
-    encoder = load_text_encoder(text_encoder, resolve_device(device), max_tokens, dtype)
+    with flags_for({"text_encoder": "--text-encoder"}):
+        encoder = load_text_encoder(text_encoder, resolve_device(device), max_tokens, dtype)
     stderr.print(f"[bold]hpdm encode-text[/] {data}: {len(captions)} videos, "
                  f"{sum(bool(c.strip()) for c in captions)} with a caption")
     plain_line(encoder.describe())

@@ -8,8 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hpdm_cli.common import INT64_MAX, PlainProgress, flag, plain_line, print_json, stderr, stdout
+from hpdm_cli.common import INT64_MAX, PlainProgress, flag, flags_for, plain_line, print_json, stderr, stdout
 from hpdm_core.errors import BadInputError
+
+
+# What the library's messages name (setup_run's and build_config's arguments, config settings), as flags.
+FLAGS = {"data": "--data", "run_dir": "--run-dir", "steps": "--steps", "images": "--images",
+         "train.init_from": "--init-from", "config": "--preset/--config/--set", "overrides": "--set",
+         "batch_size": "--batch-size", "preset_name": "--preset NAME", "config_file": "--config FILE"}
 
 
 def train(
@@ -38,8 +44,9 @@ def train(
         raise BadInputError("--fsdp shards the model over processes: launch with torchrun --nproc_per_node=N")
     try:
         with dist_lib.process_group(device) as (env, run_device):
-            _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env,
-                   init_from, images)
+            with flags_for(FLAGS):
+                _train(data, preset, run_dir, steps, config, overrides, batch_size, run_device, fsdp, json_out, env,
+                       init_from, images)
     finally:
         unlock_run_dir(run_dir)  # taken by setup_run on rank 0; the OS drops it anyway when the process ends
 
@@ -56,7 +63,8 @@ def _train(data, preset, run_dir, steps, config, overrides, batch_size, device, 
             raise BadInputError("--init-from starts a new run: give its config with --preset NAME or --config FILE "
                                 "(e.g. the source's preset, with more levels)")
         overrides = [*(overrides or []), f"train.init_from={init_from}"]
-    requested = build_config(preset, config, overrides, batch_size)
+    asked = preset is not None or config is not None or overrides or batch_size is not None
+    requested = build_config(preset, config, overrides, batch_size) if asked else None  # None: resume as saved
     if requested is not None:  # a new or changed batch: refused before the run folder is touched
         check_fits(training_step_bytes(requested, env.world_size), device, f"a training step of batch "
                    f"{requested.train.batch_size}", "lower --batch-size or raise train.accumulation")

@@ -33,8 +33,11 @@ from hpdm_core import config as config_lib
 from hpdm_core import distributed as dist_lib
 from hpdm_core.checkpoint import CONFIG_NAME, load_for_inference
 from hpdm_core.config import Config, SampleConfig
-from hpdm_core.errors import BadInputError, MissingResourceError
-from hpdm_core.sampling import FORMATS, SampleResult
+from hpdm_core.distributed import as_device
+from hpdm_core.errors import BadInputError, check_count
+from hpdm_core.metrics.options import EvalOptions
+from hpdm_core.sample_files import FORMATS
+from hpdm_core.sampling import SampleResult
 
 PathLike = str | os.PathLike
 DEFAULT_NUM = 8  # videos when neither `num` nor several classes or prompts say how many (as `hpdm sample`)
@@ -44,22 +47,6 @@ def preset(name: str) -> Config:
     """A fresh copy of a preset's config (tiny, tiny-t2v, tiny-base, hpdm-s, hpdm-m, hpdm-l, hpdm-t2v), to
     change before `train`: e.g. `cfg = preset("tiny"); cfg.train.steps = 1000`."""
     return config_lib.preset(name)
-
-
-def _device(device: str | torch.device) -> torch.device:
-    """device="auto" | "cpu" | "cuda[:n]" | a torch.device, with errors that name the argument."""
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
-        raise BadInputError(f"device={device!r}: use 'auto', 'cpu' or 'cuda'")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError(f"device={device!r} was asked for but no CUDA device is available; use device='cpu'")
-    return dist_lib.resolve_device(device)
-
-
-def _count(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise BadInputError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 # ----------------------------------------------------------------------------- training
@@ -144,7 +131,7 @@ def train(config: Config | str | None = None, *, run_dir: PathLike, data: PathLi
     from hpdm_core.training import Trainer, setup_run
 
     if steps is not None:
-        _count("steps", steps, 1)
+        check_count("steps", steps, 1)
     requested = _requested(config)
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -169,7 +156,7 @@ def train(config: Config | str | None = None, *, run_dir: PathLike, data: PathLi
     if fsdp and not dist_lib.launched():
         raise BadInputError("fsdp=True shards the model over processes: launch with torchrun --nproc_per_node=N")
     if not dist_lib.launched():
-        _device(device)  # an unknown or missing device is refused naming the argument
+        as_device(device)  # an unknown or missing device is refused naming the argument
     try:
         with dist_lib.process_group(str(device)) as (env, run_device):
             if requested is not None:  # a batch that cannot fit is refused before the run folder is touched
@@ -275,7 +262,7 @@ def load(run_dir: PathLike, checkpoint: PathLike | None = None, ema: bool = True
     if checkpoint is None and (Path(run_dir) / CONFIG_NAME).is_file() and latest_checkpoint(run_dir) is None:
         raise BadInputError(f"{run_dir} holds no checkpoint yet: train it first (hpdm_core.train(..., "
                             f"run_dir={str(run_dir)!r}))")
-    config, denoiser, info = load_for_inference(run_dir, checkpoint, use_ema=ema, device=_device(device))
+    config, denoiser, info = load_for_inference(run_dir, checkpoint, use_ema=ema, device=as_device(device))
     return Model(denoiser=denoiser, config=config, run_dir=Path(run_dir), checkpoint=Path(info["path"]),
                  step=info["step"], ema=info["ema"], notes=list(info["notes"]))
 
@@ -354,9 +341,9 @@ def generate(model: Model, classes: int | str | Sequence[int | str] | None = Non
                             "not both")
     given = class_list or prompt_list
     num = (len(given) if len(given) > 1 else DEFAULT_NUM) if num is None else num
-    _count("num", num, 1)
-    _count("seed", seed, 0)
-    _count("batch_size", batch_size, 1)
+    check_count("num", num, 1)
+    check_count("seed", seed, 0)
+    check_count("batch_size", batch_size, 1)
     if model.conditioning == "text":
         if class_list or not prompt_list:
             raise BadInputError("this model is text-conditional (model.conditioning = \"text\"): give `prompts`")
@@ -389,7 +376,7 @@ def save_videos(result: SampleResult, out: PathLike, fmt: str | None = None, *, 
     (generate(..., keep_levels=True)). An existing file is kept unless overwrite=True.
     """
     from hpdm_core.files import check_output, reporting_full_disk
-    from hpdm_core.sampling import output_files, save_samples
+    from hpdm_core.sample_files import output_files, save_samples
 
     out = Path(out)
     fmt = (fmt or out.suffix.lstrip(".") or "mp4").lower()
@@ -417,59 +404,6 @@ def save_videos(result: SampleResult, out: PathLike, fmt: str | None = None, *, 
 
 # ----------------------------------------------------------------------------- evaluation
 
-@dataclass
-class EvalOptions:
-    """Everything `evaluate` takes besides the two sets of videos (the flags of `hpdm eval-fvd`).
-
-    Which network scores the videos: `i3d` (FVD with the published weights, a file) or `random_i3d_seed`
-    (a proxy FVD with random weights: for comparing your own runs only); `c3d` (with `c3d_mean` for TGAN's
-    npz) adds the video Inception Score; `classifier` (a checkpoint of `hpdm train-classifier`) adds the
-    class accuracy and an FD in its features, and may be given alone (then no FVD).
-    """
-
-    i3d: PathLike | None = None
-    random_i3d_seed: int | None = None
-    c3d: PathLike | None = None
-    c3d_mean: PathLike | None = None
-    classifier: PathLike | None = None
-    protocol: str = "styleganv"  # or "tf" (docs/design.md, "Evaluation")
-    num: int | None = None  # clips per side; the protocol's 2048 when None
-    frames: int | None = None  # frames per clip; the protocol's 16 when None
-    subsample: int = 1  # every n-th frame
-    resolution: int | None = None  # resize the clips to this square size (match the generator)
-    seed: int = 0  # the real clips' start frames (and the cache key)
-    repeat_real: bool = False  # more clips per real video when too few are long enough (not comparable)
-    batch_size: int = 8
-    device: str = "auto"
-    cache_dir: PathLike | None = None  # real-statistics cache root ($HPDM_CACHE or ~/.cache/hpdm)
-    use_cache: bool = True
-
-    def validate(self) -> "EvalOptions":
-        from hpdm_core.metrics.detectors import C3D_SOURCES, I3D_SOURCES
-        from hpdm_core.metrics.fvd import PROTOCOLS, SEED_MAX
-
-        if self.protocol not in PROTOCOLS:
-            raise BadInputError(f"protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-        for name, low in (("num", 2), ("frames", 1), ("resolution", 8)):
-            if getattr(self, name) is not None:
-                _count(name, getattr(self, name), low)
-        for name, low in (("subsample", 1), ("seed", 0), ("batch_size", 1)):
-            _count(name, getattr(self, name), low)
-        for name in ("seed", "random_i3d_seed"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and 0 <= value <= SEED_MAX):
-                raise BadInputError(f"{name} must be an integer in 0..{SEED_MAX}, got {value!r}")
-        if self.i3d is None and self.random_i3d_seed is None and (self.classifier is None or self.c3d is not None):
-            raise MissingResourceError(f"FVD needs I3D weights: pass i3d=PATH ({I3D_SOURCES}), or random_i3d_seed=N "
-                                       "for a proxy distance that papers do not report")
-        if self.i3d is not None and not Path(self.i3d).exists():
-            raise MissingResourceError(f"i3d={str(self.i3d)!r} not found. FVD needs {I3D_SOURCES}")
-        if self.c3d is not None and not Path(self.c3d).exists():
-            raise MissingResourceError(f"c3d={str(self.c3d)!r} not found. Video IS needs {C3D_SOURCES}")
-        _device(self.device)
-        return self
-
-
 def evaluate(real: PathLike, fake: PathLike | SampleResult, options: EvalOptions | None = None, *,
              progress: Callable[[str, int, int], None] | None = None, **changes: Any) -> dict[str, Any]:
     """FVD (and IS, classifier scores) of `fake` against the dataset file `real`, as `hpdm eval-fvd`.
@@ -481,21 +415,16 @@ def evaluate(real: PathLike, fake: PathLike | SampleResult, options: EvalOptions
     """
     from hpdm_core.metrics.fvd import evaluate as fvd_evaluate
 
-    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(EvalOptions)})
+    names = [f.name for f in dataclasses.fields(EvalOptions)]
+    unknown = sorted(set(changes) - set(names))
     if unknown:
-        raise BadInputError(f"unknown evaluation option(s) {', '.join(unknown)}; the options are "
-                            f"{', '.join(f.name for f in dataclasses.fields(EvalOptions))}")
-    options = dataclasses.replace(options or EvalOptions(), **changes).validate()
-    o = options
+        raise BadInputError(f"unknown evaluation option(s) {', '.join(unknown)}; the options are {', '.join(names)}")
+    options = dataclasses.replace(options or EvalOptions(), **changes).validate()  # before the videos are written
     with tempfile.TemporaryDirectory(prefix="hpdm-eval-") as tmp, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if isinstance(fake, SampleResult):  # videos in memory: through an npz, as eval-fvd reads them
             fake = save_videos(fake, Path(tmp) / "generated.npz")[0]
-        result = fvd_evaluate(real, fake, i3d=o.i3d, c3d=o.c3d, c3d_mean=o.c3d_mean, random_i3d_seed=o.random_i3d_seed,
-                              protocol=o.protocol, num=o.num, frames=o.frames, subsample=o.subsample,
-                              resolution=o.resolution, seed=o.seed, batch_size=o.batch_size, device=_device(o.device),
-                              cache_dir=o.cache_dir, use_cache=o.use_cache, progress=progress, distributed=False,
-                              repeat_real=o.repeat_real, classifier_path=o.classifier)
+        result = fvd_evaluate(real, fake, options, progress=progress)
     for warning in caught:  # each reason the number is not comparable, pointing at the caller's line
         warnings.warn(warning.message, warning.category, stacklevel=2)
     assert result is not None  # only the non-main ranks of a distributed evaluation get None

@@ -152,7 +152,7 @@ def resolve_checkpoint(run_dir: str | Path, checkpoint: str | Path | None = None
     path = latest_checkpoint(run_dir)
     if path is None:
         raise BadInputError(f"{run_dir} holds no checkpoint (expected {checkpoint_dir(run_dir)}/step_*.pt); "
-                            "train first with `hpdm train --run-dir ...`")
+                            "train it first (`hpdm train`, or hpdm_core.train from Python)")
     return path
 
 

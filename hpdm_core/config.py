@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -341,19 +343,25 @@ def preset(name: str) -> Config:
 RENAMED = {"sample.cfg": "sample.guidance"}
 
 
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """The declared type of each field of a config dataclass (int, float, bool, str, list[int], list[float],
+    or a nested section's dataclass), resolved from the annotations."""
+    return typing.get_type_hints(cls)
+
+
 def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    types = field_types(cls)
     values = {RENAMED.get(f"{where}{key}", f"{where}{key}")[len(where):]: value for key, value in values.items()}
     kwargs = {}
     for key, value in values.items():
-        if key not in known:
-            raise BadInputError(f"unknown config key {where}{key}; known: {', '.join(known)}")
-        sub = known[key].type
-        nested = {"ModelConfig": ModelConfig, "DiffusionConfig": DiffusionConfig, "DataConfig": DataConfig,
-                  "TrainConfig": TrainConfig, "SampleConfig": SampleConfig}.get(str(sub).split(".")[-1])
-        if nested and not isinstance(value, dict):
-            raise BadInputError(f"config section {where}{key} must be a table ([{key}]), got {value!r}")
-        kwargs[key] = _from_dict(nested, value, f"{where}{key}.") if nested else value
+        if key not in types:
+            raise BadInputError(f"unknown config key {where}{key}; known: {', '.join(types)}")
+        if dataclasses.is_dataclass(types[key]):  # a section: a table of its own
+            if not isinstance(value, dict):
+                raise BadInputError(f"config section {where}{key} must be a table ([{key}]), got {value!r}")
+            value = _from_dict(types[key], value, f"{where}{key}.")
+        kwargs[key] = value
     return cls(**kwargs)
 
 
@@ -379,67 +387,61 @@ def save(cfg: Config, path: str | Path) -> None:
     atomic_write_text(path, tomli_w.dumps(cfg.to_dict()))
 
 
-def _coerce(text: str, current: Any, key: str) -> Any:
+def _coerce(text: str, kind: Any, key: str) -> Any:
+    """A --set value read as its setting's declared type."""
+    item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
     try:
-        if isinstance(current, bool):
+        if kind is bool:
             if text.lower() in ("1", "true", "yes", "on"):
                 return True
             if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(text)
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if isinstance(current, list):
+        if item is not None:
             items = [s for s in text.replace("[", "").replace("]", "").replace("x", ",").split(",") if s.strip()]
-            kind = type(current[0]) if current else int
-            return [kind(s.strip()) for s in items]
-        return text
+            return [item(s.strip()) for s in items]
+        return kind(text)
     except ValueError:
-        raise BadInputError(f"cannot read {key}={text!r} as {type(current).__name__}") from None
+        raise BadInputError(f"cannot read {key}={text!r} as {'list' if item else kind.__name__}") from None
 
 
-def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply `section.key=value` strings (the CLI's --set) to a copy of cfg."""
     cfg = copy.deepcopy(cfg)
-    for assignment in assignments:
+    sections = field_types(Config)
+    for assignment in overrides:
         if "=" not in assignment:
-            raise BadInputError(f"--set expects section.key=value, got {assignment!r}")
+            raise BadInputError(f"`overrides` take section.key=value, got {assignment!r}")
         key, text = assignment.split("=", 1)
         key = RENAMED.get(key.strip(), key.strip())
-        parts = key.split(".")
-        if len(parts) != 2 or not hasattr(cfg, parts[0]) or not hasattr(getattr(cfg, parts[0]), parts[1]):
+        section, _, name = key.partition(".")
+        types = field_types(sections[section]) if section in sections else {}
+        if name not in types or "." in name:
             raise BadInputError(f"unknown config key {key!r} (use section.key, e.g. train.lr=1e-3 or model.fusion=shallow)")
-        section = getattr(cfg, parts[0])
-        default = getattr(type(section)(), parts[1])  # the type to read, even if a file set a wrong one
-        setattr(section, parts[1], _coerce(text.strip(), default, key))
+        setattr(getattr(cfg, section), name, _coerce(text.strip(), types[name], key))
     return cfg
 
 
 def _check_types(section: Any, name: str) -> None:
-    """Each value has its default's type (ints accepted for floats), and every float is finite."""
-    default = type(section)()
-    for f in dataclasses.fields(section):
-        value, want, key = getattr(section, f.name), getattr(default, f.name), f"{name}.{f.name}"
-        if want is None:  # an optional setting: no type to hold it to
-            continue
-        if isinstance(want, list):
-            kind = type(want[0]) if want else int
-            if not isinstance(value, list) or not all(_is(v, kind) for v in value):
-                raise BadInputError(f"{key} must be a list of {kind.__name__}s, got {value!r}")
-            value = [float(v) for v in value] if kind is float else value
-        elif not _is(value, type(want)):
-            raise BadInputError(f"{key} must be a{'n' if type(want) is int else ''} {type(want).__name__}, "
-                                f"got {value!r}")
-        elif isinstance(want, float):
+    """Each value has its setting's declared type (ints accepted for floats), and every number fits TOML."""
+    for key, kind in field_types(type(section)).items():
+        value, where = getattr(section, key), f"{name}.{key}"
+        item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
+        if item is not None:
+            if not isinstance(value, list) or not all(_is(v, item) for v in value):
+                raise BadInputError(f"{where} must be a list of {item.__name__}s, got {value!r}")
+            value = [float(v) for v in value] if item is float else value
+        elif not _is(value, kind):
+            raise BadInputError(f"{where} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
+        elif kind is float:
             value = float(value)
-        if any(_is(v, int) and abs(v) > INT64_MAX for v in (value if isinstance(value, list) else [value])):
-            raise BadInputError(f"{key} must lie within TOML's 64-bit integer range (|value| <= {INT64_MAX}), "
-                                f"got {value!r}")
-        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
-            raise BadInputError(f"{key} must be a finite number, got {value!r}")
-        setattr(section, f.name, value)
+        for v in value if item is not None else [value]:
+            if _is(v, int) and abs(v) > INT64_MAX:
+                raise BadInputError(f"{where} must lie within TOML's 64-bit integer range (|value| <= {INT64_MAX}), "
+                                    f"got {value!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise BadInputError(f"{where} must be a finite number, got {value!r}")
+        setattr(section, key, value)
 
 
 INT64_MAX = 2 ** 63 - 1  # the largest integer TOML (and so config.toml) can hold
@@ -545,10 +547,10 @@ def validate_images(cfg: Config) -> None:
     given after the config is composed (`hpdm train --images`)."""
     if cfg.data.image_path and not cfg.train.image_batch_size:
         raise BadInputError(f"data.image_path {cfg.data.image_path} is set but train.image_batch_size is 0: say how "
-                            "many image rows each step takes, e.g. --set train.image_batch_size=4")
+                            "many image rows each step takes, e.g. train.image_batch_size=4")
     if cfg.train.image_batch_size and not cfg.data.image_path:
-        raise BadInputError(f"train.image_batch_size {cfg.train.image_batch_size} needs an image file: pass --images "
-                            "FILE.h5 (or set data.image_path)")
+        raise BadInputError(f"train.image_batch_size {cfg.train.image_batch_size} needs an image file: give `images` "
+                            "(or set data.image_path)")
 
 
 def validate_sample(sample: SampleConfig) -> None:
@@ -623,18 +625,16 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_config(preset_name: str | None = None, config_file: str | Path | None = None,
-                 overrides: list[str] | None = None, batch_size: int | None = None) -> Config | None:
-    """The config asked for on the command line: a preset, a TOML file over it, then --set overrides.
-
-    None when nothing was asked for (a resume that takes the run folder's config as it is).
+                 overrides: list[str] | None = None, batch_size: int | None = None) -> Config:
+    """A config composed as the command line composes it: a preset, a TOML file over it, then
+    `section.key=value` overrides (--set) and the batch size. A run resumed as it is needs none
+    (training.setup_run(run_dir, None) reads its config.toml): the command asks only when given one.
     """
     overrides = list(overrides or [])
     if batch_size is not None:
         overrides.append(f"train.batch_size={batch_size}")
-    if preset_name is None and config_file is None and not overrides:
-        return None
     if preset_name is None and config_file is None:
-        raise BadInputError("--set/--batch-size need a base config: add --preset NAME or --config FILE")
+        raise BadInputError("`overrides` and `batch_size` change a base config: give `preset_name` or `config_file`")
     values = preset(preset_name).to_dict() if preset_name is not None else Config().to_dict()
     if config_file is not None:
         values = _merge(values, load(config_file).to_dict() if preset_name is None else

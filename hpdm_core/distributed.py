@@ -67,6 +67,18 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def as_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """A library argument `device` ("auto", "cpu", "cuda[:n]" or a torch.device) -> a torch.device; the
+    messages name the argument, where resolve_device's name the command's --device."""
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
+        raise BadInputError(f"`{name}` is {device!r}: use 'auto', 'cpu' or 'cuda'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError(f"`{name}` is {device!r} but no CUDA device is available; use 'cpu'")
+    return resolve_device(device)
+
+
 def device_for(env: DistEnv, requested: str = "auto") -> torch.device:
     """The device of this process: cuda:LOCAL_RANK when CUDA is used, else the CPU."""
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):

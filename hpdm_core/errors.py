@@ -34,3 +34,13 @@ class TrainingDivergedError(HPDMError):
     """A non-finite loss; the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+def check_count(name: str, value: object, low: int, high: int | None = None) -> None:
+    """BadInputError unless `value` is an integer in low..high. Library messages name the setting or
+    argument in backticks; a command says its flag instead (hpdm_cli.common.flags_for)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadInputError(f"`{name}` must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"in {low}..{high}"
+        raise BadInputError(f"`{name}` must be {bound}, got {value}")

@@ -146,7 +146,7 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, what: str = "
     return path
 
 
-def check_folder(path: str | os.PathLike, what: str = "--run-dir") -> Path:
+def check_folder(path: str | os.PathLike, what: str = "`run_dir`") -> Path:
     """A folder that is (or can be made) writable; BadInputError for a file or an unwritable place."""
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -178,7 +178,7 @@ def lock_run_dir(run_dir: str | os.PathLike) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     _HELD[run_dir] = _flock(run_dir / LOCK_NAME, lambda holder: (
         f"{run_dir} is in use by another hpdm process (pid {holder}); wait for it to finish or stop it, "
-        "or use another --run-dir"))
+        "or use another `run_dir`"))
     return run_dir
 
 

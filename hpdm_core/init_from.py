@@ -72,11 +72,11 @@ def resolve_checkpoint(where: str | Path) -> Path:
     if where.is_dir():
         found = ckpt.load_latest(where)
         if found is None:
-            raise MissingResourceError(f"--init-from {where}: the run folder holds no checkpoint yet "
+            raise MissingResourceError(f"`train.init_from` {where}: the run folder holds no checkpoint yet "
                                        f"(expected {ckpt.checkpoint_dir(where)}/step_*.pt)")
         return found[0].resolve()
     if not where.exists():
-        raise MissingResourceError(f"--init-from {where} does not exist: pass a run folder or a checkpoint file")
+        raise MissingResourceError(f"`train.init_from` {where} does not exist: give a run folder or a checkpoint file")
     return where.resolve()
 
 
@@ -86,7 +86,7 @@ def load_source(where: str | Path) -> Source:
     try:
         cfg = config_lib.from_dict(state["config"]).validate()
     except (KeyError, TypeError) as err:
-        raise BadInputError(f"--init-from {path} has no usable config: {err}") from None
+        raise BadInputError(f"`train.init_from` {path} has no usable config: {err}") from None
     weights = state.get("ema") or state["model"]  # the EMA weights, as sampling uses them
     return Source(path, cfg, weights, int(state.get("step", 0)))
 
@@ -98,9 +98,9 @@ def check_compatible(source: Config, cfg: Config, where: str | Path = "the sourc
            for key in MUST_MATCH if hasattr(a, key) and not config_lib._same(getattr(a, key), getattr(b, key, None))]
     if a.use_coords and b.use_coords and a.coord_frequency != b.coord_frequency:
         bad.append(f"model.coord_max_frequency: the coordinate features reach {a.coord_frequency:g} there and "
-                   f"{b.coord_frequency:g} here (set --set model.coord_max_frequency={a.coord_frequency:g})")
+                   f"{b.coord_frequency:g} here (set model.coord_max_frequency={a.coord_frequency:g})")
     if bad:
-        raise BadInputError(f"--init-from {where}: these settings differ and their weights cannot carry over: "
+        raise BadInputError(f"`train.init_from` {where}: these settings differ and their weights cannot carry over: "
                             + "; ".join(bad) + ". Only model.num_levels, model.patch and model.levels_per_block "
                             "may change; use the source's values for the others")
 
@@ -162,7 +162,7 @@ def carry_over(denoiser: torch.nn.Module, cfg: Config, source: Source, new_level
             rows.append(Row(name, shape, "levels", detail))
             continue
         if list(old.shape) != shape:
-            raise BadInputError(f"--init-from {source.path}: tensor {name} has shape {list(old.shape)} there and "
+            raise BadInputError(f"`train.init_from` {source.path}: tensor {name} has shape {list(old.shape)} there and "
                                 f"{shape} here, and no rule carries it over")
         out[name] = old
         rows.append(Row(name, shape, "copied"))

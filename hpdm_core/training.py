@@ -58,17 +58,20 @@ PROBE_ROWS = 32  # real chains in the fixed label-gap batch
 
 # ----------------------------------------------------------------------------- run folder
 
-def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | None = None,
+def setup_run(run_dir: str | Path, config: Config | None, data: str | Path | None = None,
               steps: int | None = None, images: str | Path | None = None) -> tuple[Config, bool]:
     """Create or reopen a run folder; returns (config, resumed).
 
-    A new run saves `requested` as RUN/config.toml. An existing one uses its saved config; a
-    `requested` config that differs from it on anything but runtime settings is refused. `steps`
-    (the run's total), `data` and `images` (data.image_path) may change on resume.
+    A new run saves `config` as RUN/config.toml. An existing one uses its saved config (`config` None: as
+    it is); a `config` that differs from it on anything but runtime settings is refused. `steps` (the
+    run's total), `data` and `images` (data.image_path) may change on resume.
 
     A new run with train.init_from (`hpdm train --init-from`) records the source's checkpoint file there
     and is checked against it before anything is written; a run folder that already has a checkpoint
-    refuses --init-from (its weights come from that checkpoint).
+    refuses train.init_from (its weights come from that checkpoint).
+
+    Errors name these arguments and the config's settings in backticks (`data`, `train.init_from`);
+    `hpdm train` says its flags instead.
 
     Under torchrun every rank calls it: rank 0 alone reads and writes the folder (and holds its lock),
     the others receive its outcome, or its error.
@@ -76,7 +79,7 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
     outcome = None
     if dist_lib.is_main():
         try:
-            outcome = _setup_run(run_dir, requested, data, steps, images)
+            outcome = _setup_run(run_dir, config, data, steps, images)
         except HPDMError as err:
             outcome = err
     outcome = dist_lib.broadcast_object(outcome)
@@ -88,7 +91,7 @@ def setup_run(run_dir: str | Path, requested: Config | None, data: str | Path | 
 def _setup_run(run_dir, requested, data, steps, images=None) -> tuple[Config, bool]:
     run_dir = files.check_folder(run_dir)
     if steps is not None and steps < 1:
-        raise BadInputError("--steps must be at least 1 (it is the run's total step count)")
+        raise BadInputError("`steps` must be at least 1 (it is the run's total step count)")
     if run_dir.exists():  # before reading it: another process may be writing it
         files.lock_run_dir(run_dir)
     config_path = run_dir / ckpt.CONFIG_NAME
@@ -98,17 +101,17 @@ def _setup_run(run_dir, requested, data, steps, images=None) -> tuple[Config, bo
         cfg = ckpt.load_run_config(run_dir)
         if requested is not None and requested.train.init_from:
             raise BadInputError(f"{run_dir} already holds a run with a checkpoint, whose weights it resumes from: "
-                                "drop --init-from to resume it, or start the fine-tune in a new --run-dir")
+                                "drop `train.init_from` to resume it, or start the fine-tune in a new `run_dir`")
         if requested is not None:
             requested = copy.deepcopy(requested)  # a resume need not repeat where the run started from
             requested.train.init_from, requested.train.init_new_levels = cfg.train.init_from, cfg.train.init_new_levels
             if config_conflicts(cfg, requested):
                 raise BadInputError(f"{run_dir} already holds a run with a different config: "
                                     f"{config_lib.describe_conflicts(cfg, requested)}. "
-                                    "Resume with the same --preset/--config/--set (or none), or use a new --run-dir")
+                                    "Resume with the same `config` (or none), or use a new `run_dir`")
     else:
         if requested is None:
-            raise BadInputError(f"{run_dir} holds no run yet: start one with --preset NAME or --config FILE")
+            raise BadInputError(f"{run_dir} holds no run yet: start one with `config` (a preset or a file)")
         cfg = copy.deepcopy(requested)
         cfg.data.fingerprint = cfg.data.image_fingerprint = ""
         if cfg.train.init_from:  # refuse an incompatible source before the folder is written
@@ -122,7 +125,7 @@ def _setup_run(run_dir, requested, data, steps, images=None) -> tuple[Config, bo
     if steps is not None:
         cfg.train.steps = int(steps)
     if not cfg.data.path:
-        raise BadInputError("no dataset: pass --data FILE.h5 (make one with `hpdm prepare`)")
+        raise BadInputError("no dataset: give `data`, a file made by `hpdm prepare`")
     cfg.validate()
     config_lib.validate_images(cfg)
     fingerprint = check_data(cfg)
@@ -130,8 +133,8 @@ def _setup_run(run_dir, requested, data, steps, images=None) -> tuple[Config, bo
     if cfg.data.fingerprint and not fingerprint_matches(cfg.data.fingerprint, VideoStore(cfg.data.path),
                                                         current=fingerprint):
         raise BadInputError(f"{cfg.data.path} is not the data {run_dir} was trained on (its frames, videos, labels "
-                            "or names differ); pass the original file with --data (it may be moved or renamed), or "
-                            "start a new --run-dir")
+                            "or names differ); give the original file as `data` (it may be moved or renamed), or "
+                            "start a new `run_dir`")
     cfg.data.fingerprint = fingerprint
     if cfg.model.conditioning == "text":
         _record_text_encoder(cfg, run_dir)
@@ -139,7 +142,7 @@ def _setup_run(run_dir, requested, data, steps, images=None) -> tuple[Config, bo
         image_fingerprint = check_images(cfg)
         if cfg.data.image_fingerprint and image_fingerprint != cfg.data.image_fingerprint:
             raise BadInputError(f"{cfg.data.image_path} is not the image file {run_dir} was trained with; pass the "
-                                "original file with --images, or start a new --run-dir")
+                                "original file as `images`, or start a new `run_dir`")
         cfg.data.image_fingerprint = image_fingerprint
     files.lock_run_dir(run_dir)  # creates the folder; only now, when everything checked out
     config_lib.save(cfg, config_path)
@@ -155,7 +158,7 @@ def _record_text_encoder(cfg: Config, run_dir: Path) -> None:
         raise BadInputError(f"the text embeddings in {cfg.data.path} were made by another text encoder than the one "
                             f"{run_dir} was trained with (fingerprint {info['fingerprint']}, the run's "
                             f"{cfg.data.text_fingerprint}); encode the captions with the run's encoder "
-                            f"({cfg.data.text_encoder or 'see its config.toml'}) or start a new --run-dir")
+                            f"({cfg.data.text_encoder or 'see its config.toml'}) or start a new `run_dir`")
     cfg.data.text_fingerprint = str(info["fingerprint"])
     cfg.data.text_encoder = str(info.get("encoder_path") or cfg.data.text_encoder or info.get("encoder", ""))
     cfg.data.text_max_tokens = int(info["max_tokens"])
@@ -312,7 +315,7 @@ class Trainer:
             path, state, self.resume_notes = found
             if config_conflicts(config_lib.from_dict(state["config"]), self.cfg):
                 raise BadInputError(f"{path} was written with a different config than {self.run_dir}/config.toml; "
-                                    "restore that config.toml or start a new --run-dir")
+                                    "restore that config.toml or start a new `run_dir`")
             self.load_state_dict(state)
             self.last_checkpoint = path
         return self.step

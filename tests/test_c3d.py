@@ -70,7 +70,7 @@ def test_every_c3d_format_gives_the_same_probabilities(weights):
 
 def test_c3d_loader_errors(weights, tmp_path):
     tmp, _ = weights
-    with pytest.raises(MissingResourceError, match="conv3d_deepnetA_ucf.npz.*mean2.npz.*--c3d"):
+    with pytest.raises(MissingResourceError, match="conv3d_deepnetA_ucf.npz.*mean2.npz.*`c3d`"):
         load_c3d(tmp_path / "c3d_ucf101.pt")
     lonely = tmp_path / "conv3d_deepnetA_ucf.npz"
     lonely.symlink_to(tmp / "conv3d_deepnetA_ucf.npz")

@@ -21,7 +21,8 @@ from hpdm_core import checkpoint as ckpt
 from hpdm_core.config import SampleConfig
 from hpdm_core.diffusion import build_denoiser
 from hpdm_core.precision import autocast
-from hpdm_core.sampling import choose_tile_batch, generate
+from hpdm_core.canvas import choose_tile_batch
+from hpdm_core.sampling import generate
 from hpdm_core.training import Trainer
 from test_model import make_inputs, open_context_path, small_config
 from test_training import tiny_config, write_smooth_videos

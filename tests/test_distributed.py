@@ -22,6 +22,7 @@ from hpdm_core import distributed as dist_lib
 from hpdm_core.config import preset
 from hpdm_core.metrics.clips import real_clips
 from hpdm_core.metrics.frechet import FeatureStats
+from hpdm_core.metrics.options import EvalOptions
 from hpdm_core.diffusion import build_denoiser
 from hpdm_core.optim import Lamb, decay_groups
 from hpdm_core.pyramid import PatchGeometry, sample_nested_offsets
@@ -285,7 +286,7 @@ def small_i3d():
     return fvd_module
 
 
-EVAL_ARGS = dict(random_i3d_seed=0, num=5, frames=9, batch_size=2)
+EVAL_ARGS = dict(random_i3d_seed=0, num=5, frames=9, batch_size=2, device="cpu")
 
 
 def _sample_and_evaluate(env, device, out_dir):
@@ -300,8 +301,8 @@ def _sample_and_evaluate(env, device, out_dir):
     fvd_module = small_i3d()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scores = fvd_module.evaluate(f"{out_dir}/real.h5", f"{out_dir}/fake.npz", cache_dir=f"{out_dir}/cache",
-                                     distributed=True, **EVAL_ARGS)
+        scores = fvd_module.evaluate(f"{out_dir}/real.h5", f"{out_dir}/fake.npz",
+                                     EvalOptions(cache_dir=f"{out_dir}/cache", **EVAL_ARGS), distributed=True)
     assert (scores is None) == (not env.is_main)
     if env.is_main:
         torch.save({"videos": result.videos, "levels": result.levels, "evaluations": result.tile_evaluations,
@@ -336,7 +337,8 @@ def test_sharded_sampling_and_evaluation_equal_one_process(tmp_path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            scores = fvd_module.evaluate(tmp_path / "real.h5", tmp_path / "fake.npz", use_cache=False, **EVAL_ARGS)
+            scores = fvd_module.evaluate(tmp_path / "real.h5", tmp_path / "fake.npz",
+                                         EvalOptions(use_cache=False, **EVAL_ARGS))
         store = fvd_module.VideoStore(tmp_path / "real.h5")
         clips, _, _ = real_clips(store, 5, 9)
         direct = fvd_module.compute_feature_stats(clips, fvd_module.random_i3d_detector(0, None, "cpu"), batch_size=2)

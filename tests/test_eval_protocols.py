@@ -13,6 +13,7 @@ from hpdm_core.metrics import fvd as fvd_module
 from hpdm_core.metrics.clips import RealClipChoice, choose_real_clips, fake_clips, read_real_clips
 from hpdm_core.metrics.fvd import PROTOCOLS, Protocol, compute_is, evaluate, protocol_deviations
 from hpdm_core.metrics.inception_score import inception_score, shuffled_rows
+from hpdm_core.metrics.options import EvalOptions
 
 # File order is not name order; "v_Apple_g02_c01" (5 frames) is too short for any clip here, and
 # "v_Apple_g10_c01" (11 frames) covers a 6-frame clip with subsample 2 but not StyleGAN-V's 6 * 2 = 12.
@@ -170,11 +171,12 @@ def test_evaluate_is_comparable_only_when_every_rule_held(tmp_path, stand_ins, m
     (tmp_path / "i3d.pt").write_bytes(b"stand-in weights")
     videos = np.random.default_rng(0).integers(0, 256, (4, 12, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "fake.npz", videos=videos)
-    result = evaluate(real, tmp_path / "fake.npz", i3d=tmp_path / "i3d.pt", use_cache=False)
+    result = evaluate(real, tmp_path / "fake.npz", EvalOptions(device="cpu", i3d=tmp_path / "i3d.pt", use_cache=False))
     assert result["comparable"] and result["warnings"] == [] and result["real_clips"] == result["fake_clips"] == 4
     np.savez(tmp_path / "small.npz", videos=videos[:, :, :4, :4])
     with pytest.warns(UserWarning) as caught:
-        result = evaluate(real, tmp_path / "small.npz", random_i3d_seed=0, num=6, use_cache=False)
+        result = evaluate(real, tmp_path / "small.npz", EvalOptions(device="cpu", random_i3d_seed=0, num=6,
+                                                                    use_cache=False))
     reasons = result["warnings"]
     assert not result["comparable"] and set(reasons) <= {str(w.message) for w in caught}
     for needle in ("random-weight I3D", "FVD@6", "only 5 real videos", "only 4 generated",
@@ -182,9 +184,10 @@ def test_evaluate_is_comparable_only_when_every_rule_held(tmp_path, stand_ins, m
         assert any(needle in r for r in reasons), (needle, reasons)
     # A --resolution that resizes breaks the rule (issue 25); one that matches both stored sizes resizes nothing.
     with pytest.warns(UserWarning, match="--resolution resizes"):
-        assert not evaluate(real, tmp_path / "small.npz", i3d=tmp_path / "i3d.pt", resolution=8,
-                            use_cache=False)["comparable"]
-    assert evaluate(real, tmp_path / "fake.npz", i3d=tmp_path / "i3d.pt", resolution=8, use_cache=False)["comparable"]
+        assert not evaluate(real, tmp_path / "small.npz", EvalOptions(device="cpu", i3d=tmp_path / "i3d.pt",
+                                                                      resolution=8, use_cache=False))["comparable"]
+    assert evaluate(real, tmp_path / "fake.npz", EvalOptions(device="cpu", i3d=tmp_path / "i3d.pt", resolution=8,
+                                                             use_cache=False))["comparable"]
 
 
 def _ucf_like(path, split="all", preparation=None):
@@ -213,27 +216,30 @@ def test_results_carry_the_weights_hash_and_the_real_sets_provenance(tmp_path, s
     fake = tmp_path / "fake.npz"
 
     real = _ucf_like(tmp_path / "ucf.h5", preparation="styleganv")
-    result = evaluate(real, fake, i3d=weights, use_cache=False)
+    result = evaluate(real, fake, EvalOptions(device="cpu", i3d=weights, use_cache=False))
     assert result["comparable"] and result["detector_sha256"] == sha
     assert result["detector_weights"] == "no documented hash to check it against"  # reported, no verdict
     assert result["real_data"] | {"path": None} == {"path": None, "source": "ucf101", "split": "all", "fold": 0,
                                                     "preparation": "styleganv", "videos": 6, "resolution": [8, 8]}
     assert "StyleGAN-V's fvd2048_16f" in result["comparable_with"]
-    tf = evaluate(real, fake, i3d=weights, protocol="tf", use_cache=False)
+    tf = evaluate(real, fake, EvalOptions(device="cpu", i3d=weights, protocol="tf", use_cache=False))
     assert "hpdm" in tf["comparable_with"] and "not those of any published TF-FVD table" in tf["comparable_with"]
 
     monkeypatch.setitem(detectors.KNOWN_WEIGHTS, sha, ("an ImageNet-inflated I3D", False))
     with pytest.warns(UserWarning, match="the I3D weights are an ImageNet-inflated I3D, not the TF-Hub I3D"):
-        assert not evaluate(real, fake, i3d=weights, use_cache=False)["comparable"]
+        assert not evaluate(real, fake, EvalOptions(device="cpu", i3d=weights, use_cache=False))["comparable"]
     monkeypatch.setitem(detectors.KNOWN_WEIGHTS, sha, ("the TF-Hub I3D", True))
-    assert evaluate(real, fake, i3d=weights, use_cache=False)["detector_weights"] == "the TF-Hub I3D"
+    assert evaluate(real, fake, EvalOptions(device="cpu", i3d=weights,
+                                            use_cache=False))["detector_weights"] == "the TF-Hub I3D"
 
     for path, split, preparation, needle in ((tmp_path / "train.h5", "train", "styleganv", "train split"),
                                              (tmp_path / "old.h5", "all", None, "prepared with 'area' resizing")):
         with pytest.warns(UserWarning, match=needle):
-            result = evaluate(_ucf_like(path, split, preparation), fake, i3d=weights, use_cache=False)
+            result = evaluate(_ucf_like(path, split, preparation), fake, EvalOptions(device="cpu", i3d=weights,
+                                                                                     use_cache=False))
         assert not result["comparable"]
-    assert evaluate(tmp_path / "old.h5", fake, i3d=weights, protocol="tf", use_cache=False)["comparable"]
+    assert evaluate(tmp_path / "old.h5", fake, EvalOptions(device="cpu", i3d=weights, protocol="tf",
+                                                           use_cache=False))["comparable"]
 
 
 def test_documented_hashes_are_well_formed():
@@ -247,11 +253,12 @@ def test_repeated_real_videos_warn_and_are_not_comparable(tmp_path, stand_ins):
     real = _write(tmp_path / "real.h5", LENGTHS, NAMES)
     np.savez(tmp_path / "fake.npz", np.zeros((9, 10, 8, 8, 3), np.uint8))
     with pytest.warns(UserWarning, match=r"real videos repeated: 9 clips from 5 videos \(up to 2 per video\)"):
-        result = evaluate(real, tmp_path / "fake.npz", random_i3d_seed=0, num=9, frames=10, use_cache=False,
-                          repeat_real=True)
+        result = evaluate(real, tmp_path / "fake.npz", EvalOptions(device="cpu", random_i3d_seed=0, num=9, frames=10,
+                                                                   use_cache=False, repeat_real=True))
     assert result["real_clips"] == 9 and result["real_clips_repeated"] == 4 and not result["comparable"]
     with pytest.warns(UserWarning, match="only 5 real videos have the 10 frames"):
-        result = evaluate(real, tmp_path / "fake.npz", random_i3d_seed=0, num=9, frames=10, use_cache=False)
+        result = evaluate(real, tmp_path / "fake.npz", EvalOptions(device="cpu", random_i3d_seed=0, num=9, frames=10,
+                                                                   use_cache=False))
     assert result["real_clips"] == 5 and result["real_clips_repeated"] == 0
 
 

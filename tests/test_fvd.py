@@ -12,6 +12,7 @@ from hpdm_core.metrics.c3d import random_c3d
 from hpdm_core.metrics.frechet import cache_file, frechet_distance
 from hpdm_core.metrics.clips import fake_clips, real_clips
 from hpdm_core.metrics.fvd import compute_fvd, evaluate
+from hpdm_core.metrics.options import EvalOptions
 from hpdm_core.metrics.i3d import I3DFeatures, random_i3d
 from hpdm_core.metrics.inception_score import inception_score
 
@@ -113,16 +114,16 @@ def test_evaluate_caches_real_statistics(tmp_path, small_i3d, monkeypatch):
     real = _write_store(tmp_path / "real.h5", [12, 14, 10, 16, 11])
     fake = tmp_path / "fake.npz"
     np.savez(fake, np.random.default_rng(1).integers(0, 256, (4, 9, 32, 32, 3), dtype=np.uint8))
-    kwargs = dict(random_i3d_seed=0, num=4, frames=9, batch_size=2)
+    kwargs = dict(random_i3d_seed=0, num=4, frames=9, batch_size=2, device="cpu")
     with pytest.warns(UserWarning, match="random-weight I3D"):
-        first = evaluate(real, fake, **kwargs)
+        first = evaluate(real, fake, EvalOptions(**kwargs))
     assert first["proxy"] and not first["comparable"] and not first["real_stats_cached"]
     assert first["cache_file"].startswith(str(tmp_path / "cache" / "fvd")) and np.isfinite(first["fvd"])
     with pytest.warns(UserWarning):
-        second = evaluate(real, fake, **kwargs)
+        second = evaluate(real, fake, EvalOptions(**kwargs))
     assert second["real_stats_cached"] and second["fvd"] == first["fvd"]
     with pytest.warns(UserWarning):
-        reseeded = evaluate(real, fake, seed=1, **kwargs)
+        reseeded = evaluate(real, fake, EvalOptions(**{**kwargs, "seed": 1}))
     assert not reseeded["real_stats_cached"] and reseeded["cache_file"] != first["cache_file"]
     key = lambda protocol, **kw: cache_file("cache", fvd_module.real_stats_fields(  # noqa: E731
         real, "d", fvd_module.PROTOCOLS[protocol], **{**dict(num=4, frames=9, subsample=1, resolution=None, seed=0), **kw}))
@@ -140,12 +141,12 @@ def test_evaluate_warns_when_not_comparable_and_rejects_short_clips(tmp_path, sm
     fake = tmp_path / "fake.npz"
     np.savez(fake, np.zeros((3, 12, 32, 32, 3), np.uint8))
     with pytest.warns(UserWarning, match="only 3 generated videos"):
-        result = evaluate(real, fake, random_i3d_seed=0, num=5, frames=9, use_cache=False)
+        result = evaluate(real, fake, EvalOptions(device="cpu", random_i3d_seed=0, num=5, frames=9, use_cache=False))
     assert any("not comparable" in w for w in result["warnings"]) and result["fake_clips"] == 3
     with pytest.raises(BadInputError, match="at least 9 frames"):
-        evaluate(real, fake, random_i3d_seed=0, num=3, frames=8, use_cache=False)
-    with pytest.raises(MissingResourceError, match="i3d_torchscript.pt.*deepmind/i3d-kinetics-400/1.*--i3d"):
-        evaluate(real, fake, num=3, frames=9, use_cache=False)
+        evaluate(real, fake, EvalOptions(device="cpu", random_i3d_seed=0, num=3, frames=8, use_cache=False))
+    with pytest.raises(MissingResourceError, match="i3d_torchscript.pt.*deepmind/i3d-kinetics-400/1.*`i3d`"):
+        evaluate(real, fake, EvalOptions(device="cpu", num=3, frames=9, use_cache=False))
 
 
 def test_evaluate_with_c3d_reports_inception_score(tmp_path, small_i3d, monkeypatch):
@@ -165,8 +166,9 @@ def test_evaluate_with_c3d_reports_inception_score(tmp_path, small_i3d, monkeypa
     videos = np.random.default_rng(2).integers(0, 256, (10, 16, 32, 32, 3), dtype=np.uint8)
     np.savez(tmp_path / "fake.npz", videos=videos)
     with pytest.warns(UserWarning):
-        result = evaluate(real, tmp_path / "fake.npz", random_i3d_seed=0, c3d=tmp_path / "conv3d_deepnetA_ucf.npz",
-                          num=10, frames=16, batch_size=5, use_cache=False)
+        result = evaluate(real, tmp_path / "fake.npz", EvalOptions(
+            random_i3d_seed=0, c3d=tmp_path / "conv3d_deepnetA_ucf.npz", num=10, frames=16, batch_size=5,
+            use_cache=False, device="cpu"))
     probs = torch.cat(recorded).numpy()
     assert probs.shape == (10, 101)
     expected = inception_score(probs, 10)
@@ -175,5 +177,5 @@ def test_evaluate_with_c3d_reports_inception_score(tmp_path, small_i3d, monkeypa
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     assert not np.allclose(probs, probs[0])
     with pytest.raises(BadInputError, match="C3D needs clips of 16 frames"):
-        evaluate(real, tmp_path / "fake.npz", random_i3d_seed=0, c3d=tmp_path / "conv3d_deepnetA_ucf.npz",
-                 num=10, frames=9, use_cache=False)
+        evaluate(real, tmp_path / "fake.npz", EvalOptions(random_i3d_seed=0, c3d=tmp_path / "conv3d_deepnetA_ucf.npz",
+                                                          num=10, frames=9, use_cache=False, device="cpu"))

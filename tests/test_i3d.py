@@ -116,7 +116,7 @@ def test_every_i3d_format_gives_the_same_features(tmp_path):
 
 
 def test_loader_errors(tmp_path):
-    with pytest.raises(MissingResourceError, match="i3d_torchscript.pt.*i3d_pretrained_400.pt.*--i3d"):
+    with pytest.raises(MissingResourceError, match="i3d_torchscript.pt.*i3d_pretrained_400.pt.*`i3d`"):
         load_i3d(tmp_path / "nope.pt")
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(BadInputError, match="pytorch-i3d layout"):

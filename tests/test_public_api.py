@@ -212,24 +212,24 @@ def test_errors_name_arguments_not_flags(model, run_dir, data, tmp_path):
         (lambda: hpdm.generate(model, classes=["no_such_class"]), "classes: 'no_such_class'"),
         (lambda: hpdm.generate(model, prompts=["a red disc"]), "give `classes`"),
         (lambda: hpdm.generate(model, classes=[0], prompts="a red disc"), "not both"),
-        (lambda: hpdm.generate(model, num=0), "num must be"),
-        (lambda: hpdm.generate(model, batch_size=0), "batch_size must be"),
+        (lambda: hpdm.generate(model, num=0), "`num` must be"),
+        (lambda: hpdm.generate(model, batch_size=0), "`batch_size` must be"),
         (lambda: hpdm.generate(model, stepz=3), "unknown sampling setting(s) stepz"),
         (lambda: hpdm.generate(model, steps=0), "sample.steps"),
-        (lambda: hpdm.train(small_config(), run_dir=tmp_path / "a", data=data, steps=0), "steps must be"),
+        (lambda: hpdm.train(small_config(), run_dir=tmp_path / "a", data=data, steps=0), "`steps` must be"),
         (lambda: hpdm.train(None, run_dir=tmp_path / "b"), "holds no run yet: give a config"),
         (lambda: hpdm.train(small_config(), run_dir=tmp_path / "c"), "data='FILE.h5'"),
         (lambda: hpdm.train(None, run_dir=run_dir, init_from=run_dir), "init_from starts a new run"),
         (lambda: hpdm.train(small_config(), run_dir=run_dir, init_from=run_dir), "leave out init_from"),
-        (lambda: hpdm.train(small_config(), run_dir=tmp_path / "d", data=data, device="tpu"), "device='tpu'"),
+        (lambda: hpdm.train(small_config(), run_dir=tmp_path / "d", data=data, device="tpu"), "`device` is 'tpu'"),
         (lambda: hpdm.train(small_config(), run_dir=tmp_path / "e", data=data, fsdp=True), "fsdp=True"),
         (lambda: hpdm.train(small_config(), run_dir=data, data=data), "run_dir"),
         (lambda: hpdm.load(config_only), "holds no checkpoint yet: train it first"),
         (lambda: hpdm.save_videos(hpdm.generate(model, steps=1, num=1, num_levels=1), tmp_path / "x.avi"),
          "fmt 'avi'"),
-        (lambda: hpdm.evaluate(data, data, num=1), "num must be"),
-        (lambda: hpdm.evaluate(data, data), "pass i3d=PATH"),
-        (lambda: hpdm.evaluate(data, data, i3d=tmp_path / "none.pt"), "i3d="),
+        (lambda: hpdm.evaluate(data, data, num=1), "`num` must be at least 2"),
+        (lambda: hpdm.evaluate(data, data), "give it as `i3d`"),
+        (lambda: hpdm.evaluate(data, data, i3d=tmp_path / "none.pt"), "none.pt not found"),
         (lambda: hpdm.evaluate(data, data, random_i3d_seed=0, protocl="tf"), "unknown evaluation option(s) protocl"),
     ]
     for call, expected in cases:
@@ -312,7 +312,7 @@ def test_evaluate_is_eval_fvd_and_takes_videos_in_memory(tmp_path):
         scores = hpdm.evaluate(real, result, options)
     assert {Path(w.filename) for w in caught} == {Path(__file__)}  # the warnings point at the caller's line
     saved = hpdm.save_videos(result, tmp_path / "fake.npz")[0]
-    reference = fvd_evaluate(real, saved, random_i3d_seed=0, num=2, frames=9, use_cache=False)
+    reference = fvd_evaluate(real, saved, options)
     assert scores["fvd"] == reference["fvd"] and scores["fake_clips"] == 2 and scores["proxy"] is True
     assert hpdm.evaluate(real, saved, random_i3d_seed=0, num=2, frames=9, use_cache=False)["fvd"] == scores["fvd"]
 

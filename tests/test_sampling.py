@@ -12,8 +12,9 @@ from hpdm_core.config import SampleConfig, preset
 from hpdm_core.consistency import coarse_agreement, consistency_report, seam_score
 from hpdm_core.pyramid import (PatchGeometry, crop, is_nested, level_video, parse_overlap, tile_chains, tile_coverage,
                                tile_offsets)
-from hpdm_core.sampling import (count_tile_evaluations, generate, heun_sample, level_steps,
-                                resolve_labels)
+from hpdm_core.canvas import count_tile_evaluations
+from hpdm_core.heun import heun_sample, level_steps
+from hpdm_core.sampling import generate, resolve_labels
 from hpdm_core.seeding import sample_seed
 from hpdm_core.errors import BadInputError
 

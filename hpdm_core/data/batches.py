@@ -41,7 +41,7 @@ def check_data(cfg: Config) -> str:
     labels = store.labels
     if cfg.model.conditioning == "class" and len(labels) and int(labels.max()) >= cfg.model.num_classes:
         raise BadInputError(f"{cfg.data.path} has labels up to {int(labels.max())} but model.num_classes is "
-                            f"{cfg.model.num_classes}; use --set model.num_classes={int(labels.max()) + 1}")
+                            f"{cfg.model.num_classes}; set model.num_classes={int(labels.max()) + 1}")
     fingerprint = dataset_fingerprint(store)
     store.close()
     if cfg.model.conditioning == "text":
@@ -59,7 +59,7 @@ def check_text(cfg: Config, path: str | None = None) -> dict:
     if int(info["dim"]) != cfg.model.text_dim:
         raise BadInputError(f"{path} holds text embeddings of width {info['dim']} (encoder "
                             f"{info.get('encoder', '?')}) but model.text_dim is {cfg.model.text_dim}; use "
-                            f"--set model.text_dim={info['dim']} or encode the captions with the model's encoder")
+                            f"set model.text_dim={info['dim']} or encode the captions with the model's encoder")
     return info
 
 
@@ -81,7 +81,7 @@ def check_images(cfg: Config) -> str:
     kind = store.attrs.get("kind", "videos")
     if kind != "images":
         raise BadInputError(f"{path} holds {kind}, not images (attrs kind=\"images\"): make an image file with "
-                            "`hpdm prepare images` or `hpdm prepare synthetic --still`, or pass the videos with --data")
+                            "`hpdm prepare images` or `hpdm prepare synthetic --still`, or give the videos as `data`")
     _, height, width = cfg.model.target
     have_h, have_w = store.resolution
     if have_h < height or have_w < width:

@@ -139,7 +139,7 @@ def fake_clips(path: str | os.PathLike, num: int, frames: int, subsample: int = 
     def check(clip: np.ndarray, name: str) -> np.ndarray:
         if clip.shape[0] < needed:
             raise BadInputError(f"generated video {name} has {clip.shape[0]} frames; clips of {frames} frames "
-                                f"(subsample {subsample}) need {needed}. Generate longer videos or lower --frames")
+                                f"(subsample {subsample}) need {needed}. Generate longer videos or lower `frames`")
         return clip[:span:subsample]
 
     if path.is_dir():

@@ -24,7 +24,7 @@ from hpdm_core.metrics.tfhub_convert import convert_tfhub_i3d, is_tfhub_folder
 I3D_SOURCES = ("StyleGAN-V's i3d_torchscript.pt, pytorch-i3d's i3d_pretrained_400.pt, or the TF-Hub module "
                "deepmind/i3d-kinetics-400/1 unpacked into a folder (needs hpdm's `tfhub` extra: tensorflow-cpu, tensorflow-hub)")
 C3D_SOURCES = ("StyleGAN-V's c3d_ucf101.pt, or TGAN's conv3d_deepnetA_ucf.npz together with mean2.npz "
-               "(pass it with --c3d-mean, or put it beside the npz)")
+               "(give it as `c3d_mean`, or put it beside the npz)")
 
 
 # sha256 of public detector files. No upstream publishes a checksum: these are the hashes that public FVD
@@ -46,12 +46,12 @@ def identify_weights(sha256: str) -> dict:
 
 
 def missing_i3d(path) -> MissingResourceError:
-    return MissingResourceError(f"I3D weights {path} not found. FVD needs {I3D_SOURCES}; pass it with --i3d PATH "
-                                "(or --random-i3d for a proxy distance that papers do not report)")
+    return MissingResourceError(f"I3D weights {path} not found. FVD needs {I3D_SOURCES}; give it as `i3d` "
+                                "(or `random_i3d_seed` for a proxy distance that papers do not report)")
 
 
 def missing_c3d(path, what: str = "C3D weights") -> MissingResourceError:
-    return MissingResourceError(f"{what} {path} not found. Video IS needs {C3D_SOURCES}; pass it with --c3d PATH")
+    return MissingResourceError(f"{what} {path} not found. Video IS needs {C3D_SOURCES}; give it as `c3d`")
 
 
 def is_torchscript(path: Path) -> bool:

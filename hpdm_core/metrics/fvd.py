@@ -64,18 +64,18 @@ import torch
 import torch.nn.functional as F
 
 from hpdm_core import distributed as dist_lib
+from hpdm_core.distributed import as_device
 from hpdm_core.data.h5store import VideoStore
 from hpdm_core.errors import BadInputError
 from hpdm_core.memory import check_fits, fvd_batch_bytes
 from hpdm_core.metrics.classifier import classifier_evaluation
 from hpdm_core.metrics.clips import RealClipChoice, choose_real_clips, fake_clips, read_real_clips, required_length
-from hpdm_core.metrics.detectors import (load_c3d, load_i3d, missing_c3d, missing_i3d, random_i3d_detector,
-                                         identify_weights, weights_hash)
+from hpdm_core.metrics.detectors import identify_weights, load_c3d, load_i3d, random_i3d_detector, weights_hash
 from hpdm_core.metrics.frechet import FeatureStats, cache_file, fid_from_stats, load_stats, save_stats
 from hpdm_core.metrics.i3d import StyleGANVI3D
 from hpdm_core.metrics.inception_score import IS_SPLITS, inception_score
+from hpdm_core.metrics.options import EvalOptions
 
-SEED_MAX = 2 ** 63 - 1  # torch.manual_seed takes a signed 64-bit integer
 CACHE_VERSION = 2  # 2: real clips are the first videos by name, one clip each
 Progress = Callable[[str, int, int], None]
 
@@ -98,7 +98,7 @@ PROTOCOLS = {
 
 def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
-        raise BadInputError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise BadInputError(f"unknown `protocol` {name!r}; choose one of {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]
 
 
@@ -126,7 +126,7 @@ def batches(clips: Iterable[np.ndarray], batch_size: int, resolution: int | None
             shape = batch[-1].shape
         elif batch[-1].shape != shape:
             raise BadInputError(f"videos of different sizes ({'x'.join(map(str, shape[1:3]))} and "
-                                f"{'x'.join(map(str, batch[-1].shape[1:3]))}): pass --resolution N to bring them to one")
+                                f"{'x'.join(map(str, batch[-1].shape[1:3]))}): give `resolution` to bring them to one")
         if len(batch) == batch_size:
             yield torch.from_numpy(np.stack(batch))
             batch = []
@@ -177,12 +177,12 @@ def compute_fvd(real_videos: Iterable[np.ndarray], fake_videos: Iterable[np.ndar
     return fid_from_stats(real, fake, unbiased)
 
 
-def compute_is(fake_videos: Iterable[np.ndarray], classifier: torch.nn.Module, batch_size: int = 8,
+def compute_is(fake_videos: Iterable[np.ndarray], c3d: torch.nn.Module, batch_size: int = 8,
                splits: int = IS_SPLITS) -> tuple[float, float]:
     """Video IS (mean, std over `splits`) of uint8 clips [F, H, W, 3] in their given order (the
-    first 2048 generated videos for the protocols) with a C3D classifier from `load_c3d`, which
+    first 2048 generated videos for the protocols) with a C3D network from `load_c3d`, which
     looks at the first 16 frames; the probabilities are shuffled as StyleGAN-V does (inception_score.py)."""
-    probs = torch.cat(list(detector_outputs(fake_videos, classifier, batch_size))).numpy()
+    probs = torch.cat(list(detector_outputs(fake_videos, c3d, batch_size))).numpy()
     return inception_score(probs, splits)
 
 
@@ -263,19 +263,14 @@ def protocol_deviations(proto: Protocol, num: int, frames: int, subsample: int, 
     return reasons
 
 
-def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.PathLike | None = None,
-             c3d: str | os.PathLike | None = None, c3d_mean: str | os.PathLike | None = None,
-             random_i3d_seed: int | None = None, protocol: str = "styleganv", num: int | None = None,
-             frames: int | None = None, subsample: int = 1, resolution: int | None = None, seed: int = 0,
-             batch_size: int = 8, device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
-             use_cache: bool = True, progress: Progress | None = None, distributed: bool = False,
-             repeat_real: bool = False, classifier_path: str | os.PathLike | None = None) -> dict | None:
-    """FVD (and IS when `c3d` is given) of generated videos `fake` against the dataset file `real`.
+def evaluate(real: str | os.PathLike, fake: str | os.PathLike, options: EvalOptions, *,
+             progress: Progress | None = None, distributed: bool = False) -> dict | None:
+    """FVD (and IS when `options.c3d` is given) of generated videos `fake` against the dataset file `real`.
 
-    repeat_real=True (not a protocol): with fewer long-enough real videos than `num`, take further
+    options.repeat_real (not a protocol): with fewer long-enough real videos than `num`, take further
     clips of the same videos (new starts) up to `num`; the result says so and is not comparable.
 
-    classifier_path: a checkpoint of `hpdm train-classifier`; adds classifier_accuracy, classifier_fd and
+    options.classifier: a checkpoint of `hpdm train-classifier`; adds classifier_accuracy, classifier_fd and
     classifier_real_accuracy (against its held-out real videos). Given alone (no I3D), FVD is not
     computed: `fvd` is None and a warning says so.
 
@@ -284,63 +279,55 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
     rank 0 alone writes the cache and returns the result (the other ranks return None).
 
     Returns a JSON-ready dict; `comparable` is False (with the reasons in `warnings`) when the
-    number cannot be compared with published ones.
+    number cannot be compared with published ones. (In it `classifier` and `classifier_sha256` are the
+    C3D's, and the `classifier_*` scores the trained classifier's: the names eval-fvd's --json has always had.)
     """
-    proto = get_protocol(protocol)
-    num = proto.num if num is None else num
-    frames = proto.frames if frames is None else frames
-    if num < 2 or frames < 1 or subsample < 1:
-        raise BadInputError(f"need --num >= 2, --frames >= 1 and --subsample >= 1 (got {num}, {frames}, {subsample})")
-    if resolution is not None and resolution < 8:
-        raise BadInputError(f"--resolution must be at least 8 pixels, got {resolution}")
-    if seed < 0 or batch_size < 1:
-        raise BadInputError(f"need --seed >= 0 and --batch-size >= 1 (got {seed}, {batch_size})")
-    if random_i3d_seed is not None and not 0 <= random_i3d_seed <= SEED_MAX:
-        raise BadInputError(f"--random-i3d is a seed in 0..{SEED_MAX}, got {random_i3d_seed}")
+    o = options.validate()
+    proto = get_protocol(o.protocol)
+    num = proto.num if o.num is None else o.num
+    frames = proto.frames if o.frames is None else o.frames
+    subsample, resolution, seed, batch_size = o.subsample, o.resolution, o.seed, o.batch_size
+    device = as_device(o.device)
     check_fits(fvd_batch_bytes(batch_size, frames), device, f"an FVD batch of {batch_size} clips of {frames} frames",
-               "lower --batch-size")
+               "lower `batch_size`")
     notes: list[str] = []
-    if i3d is None and random_i3d_seed is None and (classifier_path is None or c3d is not None):
-        raise missing_i3d("(none given)")
-    if i3d is None and random_i3d_seed is None:  # the classifier's scores alone
+    if o.i3d is None and o.random_i3d_seed is None:  # the trained classifier's scores alone
         if distributed and not dist_lib.is_main():
             return None
-        scores = classifier_evaluation(classifier_path, fake, real=real, num=num, batch_size=batch_size,
+        scores = classifier_evaluation(o.classifier, fake, real=real, num=num, batch_size=batch_size,
                                        device=device, progress=progress)
-        notes.append("FVD not computed: it needs I3D weights (--i3d) or a proxy (--random-i3d SEED)")
+        notes.append("FVD not computed: it needs I3D weights (`i3d`) or a proxy (`random_i3d_seed`)")
         return {"fvd": None, "protocol": proto.name, "num": num, "frames": frames, "detector": None, "proxy": False,
                 "real_clips": None, "fake_clips": None, **scores, "comparable": False, "warnings": notes}
     weights = None
-    if i3d is not None:
-        detector = load_i3d(i3d, resize=proto.resize, device=device)
-        weights = identify_weights(weights_hash(i3d))
+    if o.i3d is not None:
+        detector = load_i3d(o.i3d, resize=proto.resize, device=device)
+        weights = identify_weights(weights_hash(o.i3d))
         # A TorchScript detector resizes internally; our network's resize mode is part of the key.
         detector_id = weights["sha256"] + ("" if isinstance(detector, StyleGANVI3D) else f"-{proto.resize}")
         if weights["tfhub_i3d"] is False:
             notes.append(f"the I3D weights are {weights['known_as']}, not the TF-Hub I3D that published FVD uses "
                          "(StyleGAN-V reports that they give other numbers)")
     else:
-        detector = random_i3d_detector(random_i3d_seed, resize=proto.resize, device=device)
-        detector_id = f"random-i3d-seed{random_i3d_seed}"
+        detector = random_i3d_detector(o.random_i3d_seed, resize=proto.resize, device=device)
+        detector_id = f"random-i3d-seed{o.random_i3d_seed}"
         notes.append("FVD uses a random-weight I3D: a proxy for relative comparisons, not the published metric")
     if frames < detector.min_frames:
-        raise BadInputError(f"I3D needs clips of at least {detector.min_frames} frames; --frames is {frames}")
-    classifier = None
-    if c3d is not None:
-        if not Path(c3d).exists():
-            raise missing_c3d(c3d)
-        classifier = load_c3d(c3d, c3d_mean, device=device)
-        classifier_weights = identify_weights(weights_hash(c3d))
-        if frames < classifier.min_frames:
-            raise BadInputError(f"C3D needs clips of {classifier.min_frames} frames; --frames is {frames}")
+        raise BadInputError(f"I3D needs clips of at least {detector.min_frames} frames; `frames` is {frames}")
+    c3d = None  # the C3D of the video IS (not the trained classifier of options.classifier)
+    if o.c3d is not None:
+        c3d = load_c3d(o.c3d, o.c3d_mean, device=device)
+        c3d_weights = identify_weights(weights_hash(o.c3d))
+        if frames < c3d.min_frames:
+            raise BadInputError(f"C3D needs clips of {c3d.min_frames} frames; `frames` is {frames}")
 
     real_path = Path(real)
     store = VideoStore(real_path)
-    choice = choose_real_clips(store, num, frames, subsample, seed, repeat_real)  # cheap: names and lengths
+    choice = choose_real_clips(store, num, frames, subsample, seed, o.repeat_real)  # cheap: names and lengths
     stats_file = None
-    if use_cache:
-        stats_file = cache_file(Path(cache_dir or cache_root()) / "fvd", real_stats_fields(
-            real_path, detector_id, proto, num, frames, subsample, resolution, seed, repeat_real))
+    if o.use_cache:
+        stats_file = cache_file(Path(o.cache_dir or cache_root()) / "fvd", real_stats_fields(
+            real_path, detector_id, proto, num, frames, subsample, resolution, seed, o.repeat_real))
     cached = load_stats(stats_file) if stats_file is not None and stats_file.exists() else None
     real_stats = cached[0] if cached else None
     cache_note = None
@@ -366,7 +353,7 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
     sizes = ((resolution, resolution),) * 2 if resolution is not None else stored  # what the detector sees
     real_data = real_provenance(store)
     notes += protocol_deviations(proto, num, frames, subsample, choice, real_stats.count, fake_count, sizes,
-                                 isinstance(detector, StyleGANVI3D), classifier is not None, real_data,
+                                 isinstance(detector, StyleGANVI3D), c3d is not None, real_data,
                                  resized=resolution is not None and any(s != (resolution, resolution) for s in stored))
 
     fake_stats = FeatureStats(detector.feature_dim)
@@ -375,8 +362,8 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         batch = batch.to(_device_of(detector))
         with torch.no_grad():
             fake_stats.update(detector(batch))
-            if classifier is not None:
-                probs.append(classifier(batch).cpu())
+            if c3d is not None:
+                probs.append(c3d(batch).cpu())
         if progress is not None:
             progress("generated clips", fake_stats.count, fake_count)
     if distributed:
@@ -391,21 +378,21 @@ def evaluate(real: str | os.PathLike, fake: str | os.PathLike, i3d: str | os.Pat
         "protocol": proto.name, "num": num, "frames": frames, "subsample": subsample, "resolution": resolution,
         "seed": seed, "real_clips": real_stats.count, "fake_clips": fake_stats.count,
         "real_videos_too_short": choice.too_short, "real_clips_repeated": choice.repeated,
-        "detector": detector.name, "proxy": random_i3d_seed is not None and i3d is None,
+        "detector": detector.name, "proxy": o.i3d is None,
         "detector_sha256": weights["sha256"] if weights else None,
         "detector_weights": (weights["known_as"] or "no documented hash to check it against") if weights else None,
         "real_data": real_data, "comparable_with": COMPARABLE_WITH[proto.name],
         "real_stats_cached": cache_hit, "cache_file": str(stats_file) if stats_file is not None else None,
     }
-    if classifier is not None:
+    if c3d is not None:
         probs_all = torch.cat(probs).numpy()
         if len(probs_all) < IS_SPLITS:
             raise BadInputError(f"IS over {IS_SPLITS} splits needs at least {IS_SPLITS} generated videos")
         result["is_mean"], result["is_std"] = inception_score(probs_all, IS_SPLITS)
-        result["classifier"] = classifier.name
-        result["classifier_sha256"] = classifier_weights["sha256"]
-    if classifier_path is not None:  # its notes are not about FVD's comparability: kept apart
-        result.update(classifier_evaluation(classifier_path, fake, real=real, num=num, batch_size=batch_size,
+        result["classifier"] = c3d.name
+        result["classifier_sha256"] = c3d_weights["sha256"]
+    if o.classifier is not None:  # its notes are not about FVD's comparability: kept apart
+        result.update(classifier_evaluation(o.classifier, fake, real=real, num=num, batch_size=batch_size,
                                             device=device, progress=progress))
     result["comparable"] = not notes
     result["warnings"] = notes

@@ -215,6 +215,41 @@ class HPDM(nn.Module):
         a, z = block(fold(a), fold(z), fold(cond[:m]) if block.mixing is not None else None, text)
         return list(a.chunk(m)), list(z.chunk(m))
 
+    def _blocks(self, a: list[torch.Tensor], z: list[torch.Tensor], cond: list[torch.Tensor],
+                text: tuple[torch.Tensor, torch.Tensor] | None, coords: torch.Tensor, grids: dict[int, torch.Tensor],
+                first_level: int = 0, context: ContextCache | None = None, keep_context: bool = False,
+                offload: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Every block on the levels it processes, for the levels first_level.. (a, z, cond: one entry per
+        level; coords [B, n, N, 3] from `embed`; grids from `context_grids`, by level). With deep fusion
+        each level is fused from the block inputs of its lower levels: those in `a` and, below
+        first_level, those cached in `context`.
+
+        Returns (the last block's outputs, one [B, N, D] per level; with keep_context, per block, the
+        inputs that the cache of the level above keeps, None for a block that does not process it).
+        A block replaces the levels it processes and leaves the others in place (concatenating its
+        output with the untouched levels copied every activation at every block).
+        """
+        above = first_level + len(a)  # the level whose cache keep_context fills
+        kept: list[torch.Tensor | None] = []
+        for index in range(len(self.blocks)):
+            if keep_context:
+                kept.append(_store(torch.stack(a, 1), offload) if self.processes(index, above) else None)
+                if index == len(self.blocks) - 1:
+                    break  # the last block's outputs are never context
+            m = sum(self.processes(index, level) for level in range(first_level, above))  # the first m levels
+            if m == 0:
+                continue
+            inputs = a[:m]
+            if self.fusion == "deep":
+                # Every level is fused from the block *inputs* of its lower levels (Eq. 7/9: a^{b-1}).
+                cached = context.block(index, a[0].device) if first_level > 0 else []
+                inputs = [a_k if first_level + k == 0 else
+                          self.fusions[index](a_k, cached + inputs[:k], grids[first_level + k], coords[:, k],
+                                              self.token_grid)
+                          for k, a_k in enumerate(inputs)]
+            a[:m], z[:m] = self.run_block(index, inputs, z[:m], cond, text)
+        return a, kept
+
     # ------------------------------------------------------------------ full chain
 
     def _run(self, x, noise_cond, offsets, labels, keep_context: bool = False, offload: bool = False):
@@ -224,27 +259,10 @@ class HPDM(nn.Module):
         if self.fusion == "shallow":
             x = shallow_inputs(x, offsets, self.geometry)
         a, z, coords = self.embed(x, noise_cond, offsets, labels)
-        text = self.text_context(labels)
         cond = list(conditioning_of(z).unbind(1))
         grids = context_grids(offsets, self.geometry, self.token, range(1, n)) if self.fusion == "deep" else {}
-        # One tensor per level: a block replaces the levels it processes and leaves the others in place
-        # (concatenating its output with the untouched levels copied every activation at every block).
-        a, z = list(a.unbind(1)), list(z.unbind(1))
-        kept = []
-        for index in range(len(self.blocks)):
-            # The cache for level n keeps the inputs of the blocks that would process level n.
-            keep = keep_context and self.processes(index, n)
-            kept.append(_store(torch.stack(a, 1), offload) if keep else None)
-            if keep_context and index == len(self.blocks) - 1:
-                break  # the last block's outputs are never context
-            m = sum(self.processes(index, level) for level in range(n))
-            inputs = a[:m]
-            if self.fusion == "deep":
-                # Every level is fused from the block *inputs* of its lower levels (Eq. 7/9: a^{b-1}).
-                inputs = [inputs[0]] + [self.fusions[index](inputs[level], inputs[:level], grids[level],
-                                                            coords[:, level], self.token_grid) for level in range(1, m)]
-            a[:m], z[:m] = self.run_block(index, inputs, z[:m], cond, text)
-        return a, kept
+        return self._blocks(list(a.unbind(1)), list(z.unbind(1)), cond, self.text_context(labels), coords, grids,
+                            keep_context=keep_context, offload=offload)
 
     def forward(self, x: torch.Tensor, noise_cond: torch.Tensor, offsets: torch.Tensor, labels: torch.Tensor,
                 context: ContextCache | None = None) -> torch.Tensor:
@@ -292,16 +310,8 @@ class HPDM(nn.Module):
                                       self.geometry))
             x = torch.cat([x, parent.unsqueeze(1)], 2)
         a, z, coords = self.embed(x, noise_cond, offsets, labels, first_level=level)
-        text = self.text_context(labels)
-        cond = [conditioning_of(z)[:, 0]]
-        deep = self.fusion == "deep" and level >= 1
-        grid = context_grids(offsets, self.geometry, self.token, range(level, level + 1))[level] if deep else None
-        a, z = [a[:, 0]], [z[:, 0]]
-        for index in range(len(self.blocks)):
-            if not self.processes(index, level):
-                continue
-            if deep:
-                lower = context.block(index, a[0].device)
-                a = [self.fusions[index](a[0], lower, grid, coords[:, 0], self.token_grid)]
-            a, z = self.run_block(index, a, z, cond, text)
+        deep = self.fusion == "deep"
+        grids = context_grids(offsets, self.geometry, self.token, range(level, level + 1)) if deep else {}
+        a, _ = self._blocks([a[:, 0]], [z[:, 0]], [conditioning_of(z)[:, 0]], self.text_context(labels), coords, grids,
+                            first_level=level, context=context)
         return self.detokenize(a[0].unsqueeze(1))

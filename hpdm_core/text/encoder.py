@@ -229,7 +229,7 @@ def load_text_encoder(path: str | os.PathLike, device: str | torch.device = "cpu
                                    "e.g. google/t5-v1_1-xxl, or make a random test one with "
                                    "`hpdm random-text-encoder --out DIR`)")
     if not folder.is_dir():
-        raise BadInputError(f"--text-encoder {folder} is a file; give the folder holding config.json and the weights")
+        raise BadInputError(f"`text_encoder` {folder} is a file; give the folder holding config.json and the weights")
     max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else int(max_tokens)
     if max_tokens < 2:
         raise BadInputError(f"max_tokens must be at least 2 (a token and </s>), got {max_tokens}")
