@@ -7,7 +7,7 @@
 # Everything goes to ./demo/ (DEMO_DIR). Run it again: finished stages are kept (data, the trained
 # run), the rest is redone. Environment knobs (the defaults are the demo; tests shrink them):
 #   DEMO_DIR=demo  TRAIN_STEPS=<tiny preset>  NUM_VIDEOS=256  NUM_SAMPLES=8  SAMPLE_STEPS=32
-#   OVERLAP=hw  FVD_NUM=8  CLASSES=4  CLASSIFIER_STEPS=<train-classifier default>
+#   OVERLAP=hw  FVD_NUM=8  CLASSES=8  CLASSIFIER_STEPS=<train-classifier default>
 #   EXTRA_SET="model.num_levels=2 ..."  (extra --set for training)
 set -euo pipefail
 
@@ -19,7 +19,7 @@ SAMPLE_STEPS=${SAMPLE_STEPS:-32}
 OVERLAP=${OVERLAP:-hw}
 FVD_NUM=${FVD_NUM:-8}
 FRAMES=${FRAMES:-32}
-CLASSES=${CLASSES:-4}
+CLASSES=${CLASSES:-8}
 RESOLUTION=${RESOLUTION:-64}
 EXTRA_SET=${EXTRA_SET:-}
 CLASSIFIER_STEPS=${CLASSIFIER_STEPS:-}

@@ -69,9 +69,9 @@ class ModelConfig:
     # tokens can agree.
     token_mixing: bool = False
     # Not in the paper (docs/training.md, "The network"; hpdm_core/model/tokens.py): every token reads and
-    # writes a window twice its height and width, blended into its neighbours by a tent, so that outputs
-    # have no step at token borders (the token mosaic).
-    token_overlap: bool = False
+    # writes a window this many pixels wider on each side (height and width), blended into its neighbours,
+    # so that outputs need no step at token borders (the token mosaic). 0 = RIN's plain tokens.
+    token_overlap: int = 0
     init: str = "glorot"  # Linear weights: glorot (RIN's reference code) | vit (truncated normal, std 0.02)
     num_classes: int = 101  # index num_classes is the null class used for guidance
     # What a video is conditioned on: "class" (a label, the null class for guidance) or "text" (the token
@@ -233,49 +233,37 @@ def _paper(latent_dim: int, steps: int) -> Config:
 
 
 def _tiny() -> Config:
-    """The CPU demo and tests: 8x16x16 patches, 32x64x64 target, 4 classes, 1.2M parameters.
+    """The CPU demo and tests: 8x16x16 patches, 32x64x64 target, 8 classes, 1.3M parameters, sized for the
+    quickstart's 10 minutes on 2 CPU cores (1000 steps of 16 clips, 32 sampling steps: 8 at level 2).
 
-    Its budget is the quickstart's 10 minutes on 2 CPU cores: 600 steps of 16 clips and 32 sampling
-    steps (8 at level 2). LAMB's lr is raised to 1e-2 for so short a run (measured: per-level losses
-    0.38/0.34/0.27 at step 400 against 0.53/0.46/0.41 at 2e-3).
+    Every choice below was measured on the synthetic set: the figures, dates and commands are in
+    docs/training.md ("What we chose where the paper is silent") and docs/experiments.md.
     """
     cfg = Config()
     m = cfg.model
     m.patch, m.token = [8, 16, 16], [1, 4, 4]
-    # 64 latents of width 64 rather than 16 of 128 (the same cost): RIN's interface tokens exchange
-    # information only through the latents, and 16 could not carry a level's layout (measured: label
-    # gap at sigma 8 0.036 -> 0.070, lower loss, after 300 level-0 steps).
+    # Many narrow latents rather than few wide ones (the same cost): RIN's tokens meet only through them.
     m.interface_dim, m.latent_dim, m.num_latents = 96, 64, 64
     m.latent_layers, m.head_dim, m.fourier_features, m.mlp_ratio = 2, 32, 8, 2.0
-    # Four classes, one colour each: the synthetic set gives class k the colour k mod 7 and the shape
-    # k mod 6, so 8 classes put two shapes in red, which a 600-step model does not resolve.
-    m.num_classes = 4
-    # The target rule's value for 32x64x64 (32 / 2), fixed so that tiny-base shares the features.
-    m.coord_max_frequency = 16.0
-    # Noisier training draws than EDM's images (median sigma 1 at level 0 instead of 0.3; the level
-    # shift still doubles it per level). Level 0 of this preset is a whole 8x16x16 clip in which the
-    # object covers hundreds of pixel values: at EDM's P_mean its colour reads through the noise in
-    # most draws, so the class is rarely needed and is learned slowly. Measured on level-0-only runs
-    # (300 steps, 32 samples): object colour of the requested class 19 % at P_mean -1.2, 66 % at -0.4,
-    # 81 % at 0.0, 38 % at 0.4 (P_std 1.4); label gap at sigma 8 0.012 -> 0.127 (-1.2 -> 0.0).
+    m.num_classes = 8  # the synthetic set's class k: colour k mod 7, shape k mod 6 (a red disc and a red square)
+    m.coord_max_frequency = 16.0  # the target rule's value for 32x64x64, fixed so that tiny-base shares it
+    # Neighbouring tokens may agree: a gated 3x3 mixing of the token grid, and windows that overlap by a
+    # pixel, blended, so that outputs need no step at token borders (the token mosaic).
+    m.token_mixing, m.token_overlap = True, 1
+    # Noisier training draws than EDM's: level 0 is a whole clip whose object's colour reads through
+    # EDM's typical noise, and the class would rarely be needed.
     cfg.diffusion.p_mean, cfg.diffusion.p_std = 0.0, 1.4
-    # Interface tokens meet only through the latents: a short run predicted each 4x4-pixel token
-    # from its own noisy pixels and generated a mosaic of per-token colours (docs/training.md, "The network").
-    m.token_mixing = True
-    # A milder per-level noise shift than 0.5: the top level (median sigma 4 at 0.5) was trained so
-    # rarely at low noise that it kept a per-pixel grain. Quickstart runs (600 steps, token mixing):
-    # 0.5 / 0.6 / 0.75 / 0.9 gave classifier FD 23.6 / 9.3 / 14.5 / 11.6 and seam 1.10 / 1.22 / 1.31 / 1.49.
+    # A milder per-level noise shift than the paper's 0.5, so that the top level also trains at low noise.
     cfg.diffusion.level_input_scale = 0.6
+    # Sampling starts at sigma 10 (17, 28 on levels 1, 2): pure noise for data of std 0.5, and the few
+    # steps of the upper levels fall where they were trained instead of at sigma 133-222.
+    cfg.diffusion.sigma_max = 10.0
     t = cfg.train
-    t.batch_size, t.lr, t.warmup_steps, t.steps = 16, 1e-2, 50, 600
+    t.batch_size, t.lr, t.warmup_steps, t.steps = 16, 1e-2, 50, 1000  # lr 1e-2: a short run
     t.ema_decay, t.log_every, t.checkpoint_every, t.probe_every = 0.995, 10, 100, 100
     cfg.data.num_workers = 0
     cfg.sample.steps, cfg.sample.overlap = 32, "hw"
-    # Classifier-free guidance 3 on level 0 only. Unguided, level 0 lost its object in some frames
-    # (the 8 quickstart samples: the requested colour in 85 % of frames, in every frame of none). Same
-    # checkpoint, 8 samples: guidance 2 / 3 on level 0 gave 99.6 % / 100 % of frames and 7 / 8 videos
-    # with the object in every frame, classifier FD 3.0 / 6.4 (unguided 14.0); 2 on every level, 7/8 at
-    # twice the sampling time.
+    # Guidance 3 on level 0 only: level 0 decides what is where and the upper levels follow their context.
     cfg.sample.guidance, cfg.sample.guidance_levels = 3.0, 1
     return cfg
 
@@ -300,8 +288,7 @@ def _hpdm_t2v() -> Config:
 
 def _tiny_t2v() -> Config:
     """The text-to-video CPU demo: `tiny` conditioned on text from the small random T5 encoder that
-    `hpdm random-text-encoder` builds (width 128), for examples/quickstart_t2v.sh. 1000 steps: the
-    prompted colour in 27 of 28 seen-pair samples, against 12 of 14 at tiny's 600 (docs/quickstart.md)."""
+    `hpdm random-text-encoder` builds (width 128), for examples/quickstart_t2v.sh (docs/quickstart.md)."""
     cfg = _tiny()
     cfg.model.conditioning, cfg.model.text_dim = "text", 128
     cfg.train.steps = 1000
@@ -491,8 +478,9 @@ def validate(cfg: Config) -> None:
     for axis, p, t in zip("fhw", m.patch, m.token):
         if p <= 0 or t <= 0 or p % t:
             raise BadInputError(f"model.token {m.token} must divide model.patch {m.patch} (axis {axis})")
-    if m.token_overlap and (m.token[1] % 2 or m.token[2] % 2):
-        raise BadInputError(f"model.token_overlap needs an even token height and width, got model.token {m.token}")
+    if not 0 <= 2 * m.token_overlap <= min(m.token[1:]):
+        raise BadInputError(f"model.token_overlap must lie in 0..{min(m.token[1:]) // 2} (half the token's height "
+                            f"and width, model.token {m.token}), got {m.token_overlap}")
     lpb = m.levels_per_block
     if len(lpb) != m.num_blocks:
         raise BadInputError(f"model.levels_per_block has {len(lpb)} entries; it needs one per block "

@@ -20,8 +20,8 @@ def small_config(fusion="deep", levels_per_block=(1, 2, 3, 3), **overrides) -> C
     cfg = Config()
     m = cfg.model
     fusion, *switches = fusion.split("+")
-    for switch in switches:
-        setattr(m, switch, True)
+    for switch in switches:  # a bool switch on; token_overlap, in pixels, 1
+        setattr(m, switch, True if isinstance(getattr(m, switch), bool) else 1)
     m.patch, m.token, m.num_levels = [2, 8, 8], [1, 4, 4], 3
     m.interface_dim, m.latent_dim, m.num_latents, m.latent_layers, m.head_dim = 32, 32, 4, 1, 16
     m.mlp_ratio, m.fourier_features, m.num_classes = 2.0, 4, 5

@@ -27,7 +27,7 @@ def read_png(path: Path) -> np.ndarray:
 def test_quickstart_pipeline_scaled_down(tmp_path):
     env = {**os.environ, "DEMO_DIR": str(tmp_path / "demo"), "HPDM": f"{sys.executable} -m hpdm_cli",
            "TRAIN_STEPS": "2", "NUM_VIDEOS": "6", "FRAMES": "16", "RESOLUTION": "32", "NUM_SAMPLES": "2",
-           "SAMPLE_STEPS": "2", "OVERLAP": "hw", "FVD_NUM": "2", "CLASSIFIER_STEPS": "2",
+           "SAMPLE_STEPS": "2", "OVERLAP": "hw", "FVD_NUM": "2", "CLASSIFIER_STEPS": "2", "CLASSES": "4",
            "EXTRA_SET": "model.num_levels=2 model.num_blocks=2 model.levels_per_block=1,2 train.batch_size=2 "
                         "model.interface_dim=32 model.latent_dim=32 model.head_dim=16 model.latent_layers=1"}
     run = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], env=env, cwd=tmp_path,

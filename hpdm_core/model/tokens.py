@@ -4,12 +4,17 @@ Plain tokens read and write their own `tf x th x tw` pixel cube. A token's outpu
 own: whatever error the network makes on a token (its mean colour, most visibly) ends in a step where the
 next token starts, and samples show a mosaic of tokens (the paper names RIN's 4x4 "dead pixel" artefacts).
 
-Overlapped tokens (not in RIN or the paper) read a window twice the token's size in height and width,
-centred on the token, and write one through a tent window: each output pixel is the tent-weighted mean of
-the (up to four) tokens whose windows cover it. Neighbouring tokens blend linearly into each other, so an
-output can be smooth across token borders and a token's error fades out instead of ending in a step. The
-tents of a row of tokens sum to one, so a constant output is exactly representable. Time keeps plain
-tokens: the temporal token size is 1 in every preset.
+Overlapped tokens (not in RIN or the paper; model.token_overlap = m pixels) read a window that reaches m
+pixels into each neighbour in height and width, and write one through a trapezoid: weight 1 on the pixels
+no other window covers, ramps over the 2m pixels where two windows meet. Each output pixel is the weighted
+mean of the windows that cover it, so neighbouring tokens blend into each other over 2m pixels and a
+token's error fades out instead of ending in a step. The ramps of neighbours sum to one, so a constant
+output is exactly representable. m = half the token is a tent (bilinear blending of token centres). Time
+keeps plain tokens: the temporal token size is 1 in every preset.
+
+A small m keeps most pixels owned by one token. A window's output is read from the interface width: with
+m = 2 on 4x4 tokens each token writes 8x8x3 = 192 values from 96 dimensions in `tiny`, and per-pixel
+detail (the noise the network must predict at low sigma) no longer fits through it.
 """
 
 from __future__ import annotations
@@ -19,30 +24,34 @@ import torch.nn.functional as F
 from einops import rearrange
 
 
-def tent(size: int) -> torch.Tensor:
-    """A triangular window over 2 * size pixels whose copies shifted by `size` sum to one."""
-    u = torch.arange(2 * size, dtype=torch.float32) + 0.5
-    return 1 - (u - size).abs() / size
+def trapezoid(size: int, margin: int) -> torch.Tensor:
+    """A window over size + 2 * margin pixels whose copies shifted by `size` sum to one: 1 in the middle,
+    linear ramps over the 2 * margin pixels at each end (margin = size / 2: a tent)."""
+    u = torch.arange(size + 2 * margin, dtype=torch.float32) + 0.5
+    ramp = torch.minimum(u, size + 2 * margin - u) / (2 * margin)
+    return ramp.clamp(max=1.0)
 
 
-def window_shape(token: tuple[int, int, int], overlap: bool) -> tuple[int, int, int]:
-    """The pixel window one token reads and writes: the token, or twice it in height and width."""
+def window_shape(token: tuple[int, int, int], overlap: int) -> tuple[int, int, int]:
+    """The pixel window one token reads and writes: the token, `overlap` pixels wider on every side in
+    height and width."""
     tf, th, tw = token
-    return (tf, 2 * th, 2 * tw) if overlap else (tf, th, tw)
+    return (tf, th + 2 * overlap, tw + 2 * overlap)
 
 
 class Tokens(torch.nn.Module):
     """Cuts a level's pixels [B, n, C, f, h, w] into token vectors [B, n, N, C * window] and writes token
-    vectors back into pixels, with plain or overlapped windows (module docstring)."""
+    vectors back into pixels, with plain or overlapped windows (module docstring; overlap in pixels)."""
 
-    def __init__(self, token: tuple[int, int, int], grid: tuple[int, int, int], overlap: bool):
+    def __init__(self, token: tuple[int, int, int], grid: tuple[int, int, int], overlap: int = 0):
         super().__init__()
-        self.token, self.grid, self.overlap = tuple(token), tuple(grid), overlap
+        self.token, self.grid, self.overlap = tuple(token), tuple(grid), int(overlap)
         if overlap:
             tf, th, tw = token
-            if th % 2 or tw % 2:
-                raise ValueError(f"overlapped tokens need even token heights and widths, got {token}")
-            weights = torch.outer(tent(th), tent(tw))  # [2th, 2tw]
+            if not 0 < 2 * overlap <= min(th, tw):
+                raise ValueError(f"an overlap of {overlap} pixels needs tokens at least {2 * overlap} pixels high "
+                                 f"and wide, got {token}")
+            weights = torch.outer(trapezoid(th, overlap), trapezoid(tw, overlap))  # [th + 2m, tw + 2m]
             self.register_buffer("weights", weights.flatten(), persistent=False)
             # How much window covers each pixel of a frame: 1 inside, less at the patch's border, where the
             # windows that would cover it from outside do not exist. Dividing by it keeps a constant constant.
@@ -52,7 +61,8 @@ class Tokens(torch.nn.Module):
 
     def _geometry(self) -> dict:
         _, th, tw = self.token
-        return {"kernel_size": (2 * th, 2 * tw), "stride": (th, tw), "padding": (th // 2, tw // 2)}
+        m = self.overlap
+        return {"kernel_size": (th + 2 * m, tw + 2 * m), "stride": (th, tw), "padding": (m, m)}
 
     def _fold(self, columns: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return F.fold(columns, size, **self._geometry())
