@@ -30,6 +30,7 @@ def small_config(conditioning: str = "class", text_dim: int = 0):
     m.patch, m.token, m.num_levels = [2, 8, 8], [1, 4, 4], 2
     m.interface_dim, m.latent_dim, m.num_latents, m.head_dim = 16, 16, 4, 8
     m.num_blocks, m.latent_layers, m.levels_per_block, m.fourier_features = 2, 1, [1, 2], 2
+    m.num_classes = 4  # the test file's (make_synthetic's default)
     if conditioning == "text":
         m.text_dim = text_dim
     cfg.train.batch_size, cfg.train.steps, cfg.train.probe_every = 4, 2, 0
