@@ -21,7 +21,7 @@ from hpdm_core.config import ModelConfig
 from hpdm_core.model.fusion import DeepFusion, context_grids, shallow_context, shallow_inputs
 from hpdm_core.model.layers import MLP, FourierFeatures, init_weights
 from hpdm_core.model.rin import RINBlock
-from hpdm_core.model.tokens import Tokens, window_shape
+from hpdm_core.model.tokens import Tokens
 from hpdm_core.pyramid import PatchGeometry, token_centres, token_grid
 
 EXTRA_LATENTS = 3  # noise level, pyramid level, class (or the pooled text)
@@ -71,8 +71,7 @@ class HPDM(nn.Module):
         self.fusion = cfg.fusion
         num_tokens = self.token_grid[0] * self.token_grid[1] * self.token_grid[2]
         self.tokens = Tokens(self.token, self.token_grid, cfg.token_overlap)
-        window = window_shape(self.token, cfg.token_overlap)
-        pixels_per_token = window[0] * window[1] * window[2]
+        pixels_per_token = self.tokens.window[0] * self.tokens.window[1] * self.tokens.window[2]
         in_channels = cfg.channels * (2 if cfg.fusion == "shallow" else 1)
         dim, latent_dim = cfg.interface_dim, cfg.latent_dim
 

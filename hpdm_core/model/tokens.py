@@ -46,6 +46,7 @@ class Tokens(torch.nn.Module):
     def __init__(self, token: tuple[int, int, int], grid: tuple[int, int, int], overlap: int = 0):
         super().__init__()
         self.token, self.grid, self.overlap = tuple(token), tuple(grid), int(overlap)
+        self.window = window_shape(self.token, self.overlap)  # the pixels one token reads and writes
         if overlap:
             tf, th, tw = token
             if not 0 < 2 * overlap <= min(th, tw):
