@@ -8,6 +8,9 @@ set). The measures, each a number per video so that a set reports their means:
   same area, the mean over the frames that show the object; shape_right: the shape with the highest
   IoU, by majority over frames, is the requested one;
 - grain: RMS of each frame minus its 3x3 box blur, 0-1 scale (the per-pixel noise a sampler leaves);
+- mottling: RMS of the background's 4x4-pixel averages about the plane (the synthetic gradient) fitted
+  to them, 0-1 scale: blotches a few tokens wide that a 3x3 blur does not see as grain (iid grain of
+  RMS s adds only s / 4 to it);
 - size_variation: std / mean of the object's area over frames (the real objects keep their size);
 - acceleration: mean |c[t+1] - 2 c[t] + c[t-1]| of the object's centroid, pixels / frame^2 (real
   objects move in straight lines, so only their bounces accelerate them).
@@ -24,11 +27,12 @@ from typing import Sequence
 
 import numpy as np
 
-from hpdm_core.data.synthetic import (COLOURS, SHAPES, _pool, class_appearance, describe_objects, measure_object,
-                                      object_presence)
+from hpdm_core.data.synthetic import (COLOURS, SHAPES, _pool, background_plane, class_appearance, describe_objects,
+                                      measure_object, object_presence)
 from hpdm_core.errors import BadInputError
 
-MEASURES = ("colour_right", "presence", "shape_iou", "shape_right", "grain", "size_variation", "acceleration")
+MEASURES = ("colour_right", "presence", "shape_iou", "shape_right", "grain", "mottling", "size_variation",
+            "acceleration")
 
 
 def class_targets(labels: Sequence[int]) -> tuple[list[str], list[str]]:
@@ -50,6 +54,26 @@ def grain(videos: np.ndarray) -> np.ndarray:
     h, w = x.shape[2:4]
     blur = sum(x[:, :, dy:h - 2 + dy, dx:w - 2 + dx] for dy in range(3) for dx in range(3)) / 9
     return np.sqrt(((x[:, :, 1:-1, 1:-1] - blur) ** 2).mean((1, 2, 3, 4)))
+
+
+def mottling(videos: np.ndarray, colours: Sequence[str], cell: int = 4, tolerance: float = 0.3) -> np.ndarray:
+    """[N] RMS (over background cells, channels and frames) of the `cell` x `cell` pixel averages of each
+    frame about the background plane fitted to them, the object of `colours[i]` and a 2-cell margin
+    left out (the whole frame where it shows no object), 0-1 scale."""
+    pooled = _pool(_check(videos), cell) / 255  # [N, F, h, w, 3]
+    out = np.full(len(pooled), np.nan)
+    for i, video in enumerate(pooled):
+        colour = np.asarray(COLOURS[colours[i]], np.float32)
+        squares, count = 0.0, 0
+        for frame in video:
+            fitted = background_plane(frame, np.sqrt(((frame - colour) ** 2).sum(-1)) < tolerance)
+            if fitted is not None:
+                background, away = fitted
+                squares += float(((frame - background)[away] ** 2).sum())
+                count += int(away.sum()) * frame.shape[-1]
+        if count:
+            out[i] = np.sqrt(squares / count)
+    return out
 
 
 def edge_ratio(x, token: tuple[int, int], axes: tuple[int, int] = (-2, -1)) -> float:
@@ -128,7 +152,7 @@ def measure_videos(videos: np.ndarray, colours: Sequence[str], shapes: Sequence[
     accel = np.linalg.norm(centroids[:, 2:] - 2 * centroids[:, 1:-1] + centroids[:, :-2], axis=-1)  # nan if a gap
     return {"colour_right": np.array([s == c for s, c in zip(seen, colours)], np.float64),
             "presence": presence, "shape_iou": shape_iou, "shape_right": shape_right,
-            "grain": grain(videos), "size_variation": size_variation, "acceleration": _nanmean(accel, 1)}
+            "grain": grain(videos), "mottling": mottling(videos, colours), "size_variation": size_variation, "acceleration": _nanmean(accel, 1)}
 
 
 def summarise(measures: dict[str, np.ndarray]) -> dict[str, float]:
@@ -139,9 +163,11 @@ def summarise(measures: dict[str, np.ndarray]) -> dict[str, float]:
 def quality_report(videos: np.ndarray, labels: Sequence[int], real: np.ndarray, real_labels: Sequence[int],
                    token: tuple[int, int] = (4, 4)) -> dict[str, dict[str, float]]:
     """{"generated": means, "real": means} of every measure for class-labelled videos of the synthetic
-    set next to real ones, with token_mosaic (generated over real) and grain_ratio in "generated"."""
+    set next to real ones, with token_mosaic (generated over real), grain_ratio and mottling_ratio in
+    "generated"."""
     generated = summarise(measure_videos(videos, *class_targets(labels)))
     reference = summarise(measure_videos(real, *class_targets(real_labels)))
     generated["grain_ratio"] = generated["grain"] / reference["grain"]
+    generated["mottling_ratio"] = generated["mottling"] / reference["mottling"]
     generated["token_mosaic"] = token_mosaic(videos, real, token)
     return {"generated": generated, "real": reference}

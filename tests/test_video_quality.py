@@ -6,8 +6,8 @@ import torch
 
 from hpdm_core.data.synthetic import captioned_video, pair_classes, synthetic_video
 from hpdm_core.errors import BadInputError
-from hpdm_core.video_quality import (class_targets, edge_ratio, grain, measure_videos, quality_report, summarise,
-                                     token_mosaic)
+from hpdm_core.video_quality import (class_targets, edge_ratio, grain, measure_videos, mottling, quality_report,
+                                     summarise, token_mosaic)
 
 CLASSES = 8  # the quickstart's set: red disc (class 0) and red square (class 7) among them
 
@@ -33,6 +33,9 @@ def test_real_videos_get_the_datas_values(real_measures):
     assert (m["shape_iou"] > 0.95).all(), m["shape_iou"]
     # Sharp object edges on a smooth gradient; 0.016-0.036 per video over the set's first videos.
     assert (m["grain"] < 0.05).all(), m["grain"]
+    # The background is the plane the measure fits; what is left is uint8 rounding and the cells at the
+    # edge of the 2-cell margin round the object (0.001-0.009 over the quickstart file's first 32 videos).
+    assert (m["mottling"] < 0.02).all(), m["mottling"]
     # A rigid object: its area changes only by 2x2-cell quantisation of the edge (about 0.1 %).
     assert (m["size_variation"] < 0.01).all(), m["size_variation"]
     # Straight lines with bounces: at most 1.3 frame widths per clip is 2.6 px / frame, so a bounce
@@ -62,6 +65,8 @@ def test_noise_raises_grain_and_leaves_the_object(real, real_measures):
     assert (worse["grain"] > 2 * clean["grain"]).all()
     assert worse["grain"].mean() == pytest.approx(np.sqrt(clean["grain"].mean() ** 2 + (0.08 * 0.943) ** 2),
                                                   rel=0.1)
+    # Mottling reads 4x4-pixel averages: iid noise of sigma s adds s / 4 in quadrature.
+    assert worse["mottling"] == pytest.approx(np.sqrt(clean["mottling"] ** 2 + (0.08 / 4) ** 2), rel=0.15)
     # Cell averages make the object measures blind to grain.
     assert worse["shape_right"].tolist() == [1.0] * CLASSES and worse["presence"].tolist() == [1.0] * CLASSES
     # iid noise is no mosaic: steps across token borders grow as much as inside them.
@@ -128,6 +133,22 @@ def test_a_token_mosaic_is_measured_against_the_data(real):
     assert token_mosaic(mosaic, videos, token=(4, 4)) > token_mosaic(mosaic[:, :, 2:-2, 2:-2], videos[:, :, 2:-2, 2:-2])
 
 
+def test_blotches_a_few_tokens_wide_are_mottling_not_grain(real, real_measures):
+    videos, labels = real
+    # A colour offset (sigma 12 of 255 = 0.047) per 16x16-pixel block, as level 0's tokens of `tiny` give
+    # after upsampling: the plane fitted to the background takes a little of it away.
+    rng = np.random.default_rng(2)
+    offsets = rng.normal(0, 12, (*videos.shape[:2], 4, 4, 3)).repeat(16, 2).repeat(16, 3)
+    blotched = np.clip(videos + offsets, 0, 255).round().astype(np.uint8)
+    worse = measure_videos(blotched, *class_targets(labels))
+    assert (worse["mottling"] > 0.03).all() and (worse["mottling"] < 0.047 * 1.1).all(), worse["mottling"]
+    assert worse["mottling"].mean() > 5 * real_measures["mottling"].mean()
+    # Steps between blocks are a few pixels in 16: the grain barely moves.
+    assert worse["grain"].mean() < 1.5 * real_measures["grain"].mean()
+    # A video that never shows its object is measured over the whole frame.
+    assert np.isfinite(mottling(blotched[1:2], ["red"])).all()
+
+
 def test_edge_ratio_reads_numpy_and_torch_alike():
     x = np.random.default_rng(3).normal(size=(2, 3, 4, 8, 12)).astype(np.float32)
     assert edge_ratio(x, (4, 4)) == pytest.approx(edge_ratio(torch.from_numpy(x), (4, 4)), rel=1e-12)
@@ -143,6 +164,7 @@ def test_report_and_summary(real):
     videos, labels = real
     report = quality_report(videos[:2], labels[:2], videos[:2], labels[:2])
     assert report["generated"]["grain_ratio"] == pytest.approx(1.0)
+    assert report["generated"]["mottling_ratio"] == pytest.approx(1.0)
     assert report["generated"]["token_mosaic"] == 1.0
     assert summarise({"x": np.array([1.0, np.nan, 3.0]), "y": np.array([np.nan])}) == {"x": 2.0, "y": pytest.approx(
         np.nan, nan_ok=True)}

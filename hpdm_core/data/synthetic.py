@@ -301,31 +301,41 @@ def _pool(videos: np.ndarray, cell: int) -> np.ndarray:
     return videos.reshape(n, f, h // cell, cell, w // cell, cell, c).astype(np.float32).mean((3, 5))
 
 
-def _coverage(frame: np.ndarray, colour: np.ndarray, distance: np.ndarray, tolerance: float) -> np.ndarray | None:
-    """How much of each cell of a pooled frame [h, w, 3] the object of `colour` covers, 0..1.
-
-    A cell is a mix a * colour + (1 - a) * background, so a = 1 - |cell - colour| / |background - colour|.
-    The background is a plane per channel (the synthetic gradient) fitted to the cells away from the
-    object; None when the frame shows no object or has no background to fit."""
+def background_plane(frame: np.ndarray, near: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray] | None:
+    """(background [h, w, 3], away [h, w]) of a pooled frame [h, w, 3]: a plane per channel (the synthetic
+    gradient) fitted to the cells `away` from the object cells `near`, grown by `margin` cells so that
+    the object's anti-aliased rim is not background; None when fewer than 3 cells are left to fit."""
     h, w, _ = frame.shape
-    near = distance < tolerance
-    if not near.any():
-        return None
-    grown = near.copy()  # the object grown by two cells: its anti-aliased rim is not background
-    for _ in range(2):
+    grown = near.copy()
+    for _ in range(margin):
         grown[1:] |= grown[:-1].copy()
         grown[:-1] |= grown[1:].copy()
         grown[:, 1:] |= grown[:, :-1].copy()
         grown[:, :-1] |= grown[:, 1:].copy()
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    design = np.stack([np.ones_like(xx), xx / w, yy / h], -1)  # [h, w, 3]
     away = ~grown
     if away.sum() < 3:
         return None
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    design = np.stack([np.ones_like(xx), xx / w, yy / h], -1)  # [h, w, 3]
     coefficients, *_ = np.linalg.lstsq(design[away], frame[away], rcond=None)
-    background = design @ coefficients  # [h, w, 3]
+    return design @ coefficients, away
+
+
+def _coverage(frame: np.ndarray, colour: np.ndarray, distance: np.ndarray, tolerance: float) -> np.ndarray | None:
+    """How much of each cell of a pooled frame [h, w, 3] the object of `colour` covers, 0..1.
+
+    A cell is a mix a * colour + (1 - a) * background, so a = 1 - |cell - colour| / |background - colour|,
+    with the background plane of `background_plane`; None when the frame shows no object or has no
+    background to fit."""
+    near = distance < tolerance
+    if not near.any():
+        return None
+    fitted = background_plane(frame, near)
+    if fitted is None:
+        return None
+    background, away = fitted
     span = np.sqrt(((background - colour) ** 2).sum(-1))
-    return np.clip(1 - distance / np.maximum(span, 1e-3), 0, 1) * grown
+    return np.clip(1 - distance / np.maximum(span, 1e-3), 0, 1) * ~away
 
 
 def describe_objects(videos: np.ndarray, colours: Sequence[str] | None = None, shapes: Sequence[str] | None = None,
