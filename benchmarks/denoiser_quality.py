@@ -37,15 +37,14 @@ from hpdm_core.checkpoint import load_for_inference  # noqa: E402
 from hpdm_core.data.dataset import ClipDataset  # noqa: E402
 from hpdm_core.diffusion import context_sigma  # noqa: E402
 from hpdm_core.training import StepBatches  # noqa: E402
-from hpdm_core.video_quality import class_targets, edge_ratio, mottling  # noqa: E402
+from hpdm_core.video_quality import class_targets, edge_ratio, mottling, summarise  # noqa: E402
 
 
 def background_mottling(patches: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean mottling of patches [B, C, F, h, w] in [-1, 1] whose labels are synthetic-set classes, read on
     single pixels (a level's pixel is 2**(L-1-l) video pixels)."""
     videos = ((patches.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
-    values = mottling(videos, class_targets(labels.tolist())[0], cell=1)
-    return float(values[~torch.isnan(torch.from_numpy(values)).numpy()].mean())
+    return summarise({"mottling": mottling(videos, class_targets(labels.tolist())[0], cell=1)})["mottling"]
 
 
 @torch.no_grad()

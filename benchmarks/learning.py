@@ -47,7 +47,7 @@ from hpdm_core.sampling import generate  # noqa: E402
 from hpdm_core.training import Trainer  # noqa: E402
 from hpdm_core.video_quality import quality_report  # noqa: E402
 
-# What the plot shows: (row key, real key or None, title); the real figure is drawn as a dashed line.
+# What the plot shows: (row key, title); where the real videos have the key, a dashed line.
 PANELS = (("accuracy", "class accuracy (classifier)"), ("fd", "FD in classifier features"),
           ("grain", "grain (RMS minus 3x3 blur)"), ("mottling", "background mottling (4x4 cells about a plane)"),
           ("shape_iou", "shape IoU"), ("shape_right", "shape right (majority)"),

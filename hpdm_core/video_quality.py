@@ -152,7 +152,8 @@ def measure_videos(videos: np.ndarray, colours: Sequence[str], shapes: Sequence[
     accel = np.linalg.norm(centroids[:, 2:] - 2 * centroids[:, 1:-1] + centroids[:, :-2], axis=-1)  # nan if a gap
     return {"colour_right": np.array([s == c for s, c in zip(seen, colours)], np.float64),
             "presence": presence, "shape_iou": shape_iou, "shape_right": shape_right,
-            "grain": grain(videos), "mottling": mottling(videos, colours), "size_variation": size_variation, "acceleration": _nanmean(accel, 1)}
+            "grain": grain(videos), "mottling": mottling(videos, colours), "size_variation": size_variation,
+            "acceleration": _nanmean(accel, 1)}
 
 
 def summarise(measures: dict[str, np.ndarray]) -> dict[str, float]:
