@@ -45,6 +45,9 @@ def sample(
                                                          "(default: the one the run was trained with).")] = None,
     overlap: Annotated[Optional[str], typer.Option("--overlap", help="Overlapped axes: none or letters of fhw "
                                                    "(default: the run's sample.overlap).")] = None,
+    tile_blend: Annotated[Optional[str], typer.Option("--tile-blend", help="How overlapping tiles are averaged: "
+                                                      "uniform (the paper's) or tent (a cross-fade; default: the "
+                                                      "run's sample.tile_blend).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", max=INT64_MAX, help="Level-0 steps N0; level l takes max(1, N0 // 2**l).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", "--cfg", help="Classifier-free guidance weight "
                                                       "(1 = off; --cfg is its old name).")] = None,
@@ -113,6 +116,10 @@ def sample(
         if not overlap.strip():  # an unset shell variable, not a choice of "none"
             raise BadInputError("--overlap is empty: give none or letters of fhw (e.g. hw)")
         parse_overlap(overlap)
+    from hpdm_core.config import TILE_BLENDS
+
+    if tile_blend is not None and tile_blend not in TILE_BLENDS:
+        raise BadInputError(f"--tile-blend must be one of {', '.join(TILE_BLENDS)}, got {tile_blend!r}")
     classes = classes or []
     if any(c < 0 for c in classes):
         raise BadInputError(f"--class must be >= 0, got {min(classes)}")
@@ -122,7 +129,8 @@ def sample(
         check_output(path, overwrite)
     with dist_lib.process_group(device) as (env, run_device), flags_for(FLAGS):
         # Flags left unset (None) keep the run's sample settings.
-        settings = dict(overlap=overlap, steps=steps, guidance=guidance, guidance_levels=guidance_levels,
+        settings = dict(overlap=overlap, tile_blend=tile_blend, steps=steps, guidance=guidance,
+                        guidance_levels=guidance_levels,
                         tile_batch=tile_batch, cache=cache, offload_cache=offload_cache)
         conditions = dict(classes=classes, prompts=prompts, prompt_labels=prompt_labels, text_encoder=text_encoder)
         _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_levels, batch_size, fps, raw,
@@ -210,12 +218,13 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
         files = save_samples(result, out, fmt, fps=fps,
                              class_names=_class_names(cfg.data.path, denoiser.num_classes), save_levels=save_levels,
                              attrs={"seed": seed, "steps": options.steps, "overlap": options.overlap,
-                                    "cfg": options.guidance, "guidance_levels": options.guidance_levels,
+                                    "tile_blend": options.tile_blend, "cfg": options.guidance, "guidance_levels": options.guidance_levels,
                                     "checkpoint_step": info["step"]})
     report = consistency_report(result.videos, result.levels, geometry.patch)
     summary = {"files": [str(f) for f in files], "num": num, "labels": result.labels.tolist(), "seed": seed,
                **({"prompts": result.prompts, "text_encoder": text_note} if result.prompts else {}),
-               "steps": options.steps, "overlap": options.overlap, "cfg": options.guidance,
+               "steps": options.steps, "overlap": options.overlap, "tile_blend": options.tile_blend,
+               "cfg": options.guidance,
                "guidance_levels": options.guidance_levels, "cache": options.cache,
                "tile_batch": result.tile_batch, "batch_size": batch_size, "seconds": round(result.seconds, 3),
                "tile_evaluations": result.tile_evaluations,

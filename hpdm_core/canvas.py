@@ -19,7 +19,8 @@ from hpdm_core.conditioning import Condition
 from hpdm_core.config import SampleConfig
 from hpdm_core.heun import evaluations_per_tile
 from hpdm_core.precision import autocast
-from hpdm_core.pyramid import Overlap, PatchGeometry, add_tiles, crop, parse_overlap, tile_chains, tile_coverage
+from hpdm_core.pyramid import (Overlap, PatchGeometry, add_tiles, crop, parse_overlap, tile_chains, tile_coverage,
+                               tile_weights)
 
 CPU_TILE_BATCH = 16  # chains per network call on CPU: large enough to amortise Python overhead
 
@@ -65,7 +66,10 @@ class LevelDenoiser:
         items_per_batch = max(1, tile_batch // rows_per_item)
         self.batches = [slice(i, min(i + items_per_batch, len(self.item_sample)))
                         for i in range(0, len(self.item_sample), items_per_batch)]
-        self.weight = tile_coverage(self.geometry, level, overlap).to(self.device)
+        self.weight = tile_coverage(self.geometry, level, overlap, options.tile_blend).to(self.device)
+        # None for the uniform average: the patches are added as they are.
+        self.tile_weights = (None if options.tile_blend == "uniform"
+                             else tile_weights(self.geometry.patch, overlap, options.tile_blend).to(self.device))
         self.context_sigma = torch.tensor([diffusion.context_sigma(k, denoiser.cfg) for k in range(level)],
                                           device=self.device)
         self.caches: dict[int, object] = {}
@@ -128,6 +132,8 @@ class LevelDenoiser:
         total = torch.zeros_like(canvas)
         for index, items in enumerate(self.batches):
             patches = self._denoise_batch(index, items, canvas, sigma)
+            if self.tile_weights is not None:
+                patches = patches * self.tile_weights
             add_tiles(total, self.item_sample[items], self.item_chain[items, -1], patches)
         return total / self.weight
 

@@ -68,6 +68,9 @@ class ModelConfig:
     # after every block's write, gated by the conditioning and zero-initialised, so that neighbouring
     # tokens can agree.
     token_mixing: bool = False
+    # Frames the token mixing reaches (odd): 1 = each frame's 3x3 grid only; 3 = also the same token in the
+    # previous and next frame.
+    token_mixing_frames: int = 1
     # Not in the paper (docs/training.md, "The network"; hpdm_core/model/tokens.py): every token reads and
     # writes a window this many pixels wider on each side (height and width), blended into its neighbours,
     # so that outputs need no step at token borders (the token mosaic). 0 = RIN's plain tokens.
@@ -161,6 +164,9 @@ class TrainConfig:
     compile: bool = False
 
 
+TILE_BLENDS = ("uniform", "tent")
+
+
 @dataclass
 class SampleConfig:
     """How to sample (hpdm_core.sampling.generate): a run's defaults, which `hpdm sample` flags override."""
@@ -172,6 +178,11 @@ class SampleConfig:
     # model and its super-resolution stages apart (Imagen): level 0 decides what is where, and the upper
     # levels follow their context. Guiding only level 0 costs one extra tile per step and sample.
     guidance_levels: int = 0
+    # How overlapping tiles' predictions are averaged: "uniform" (the paper's MultiDiffusion average: a
+    # pixel's weight is the number of tiles over it) or "tent" (each tile weighs its pixels by a tent over
+    # the overlapped axes, highest at its centre: neighbours fade into each other instead of ending in a
+    # seam where a tile starts or stops).
+    tile_blend: str = "uniform"
     s_churn: float = 40.0  # EDM stochastic sampler, level 0 only
     s_tmin: float = 0.05
     s_tmax: float = 50.0
@@ -250,9 +261,10 @@ def _tiny() -> Config:
     # Neighbouring tokens may agree: a gated 3x3 mixing of the token grid, and windows that overlap by a
     # pixel, blended, so that outputs need no step at token borders (the token mosaic).
     m.token_mixing, m.token_overlap = True, 1
-    # Noisier training draws than EDM's: level 0 is a whole clip whose object's colour reads through
-    # EDM's typical noise, and the class would rarely be needed.
-    cfg.diffusion.p_mean, cfg.diffusion.p_std = 0.0, 1.4
+    # Noisier training draws than EDM's (-1.2): level 0 is a whole clip whose object's colour reads through
+    # EDM's typical noise, and the class would rarely be needed (at -1.2 objects went missing). -0.6
+    # rather than 0: less grain and mottling at the same steps (docs/experiments.md, fourth round).
+    cfg.diffusion.p_mean, cfg.diffusion.p_std = -0.6, 1.4
     # A milder per-level noise shift than the paper's 0.5, so that the top level also trains at low noise.
     cfg.diffusion.level_input_scale = 0.6
     # Sampling starts at sigma 10 (17, 28 on levels 1, 2): pure noise for data of std 0.5, and the few
@@ -294,6 +306,9 @@ def _tiny_t2v() -> Config:
     `hpdm random-text-encoder` builds (width 128), for examples/quickstart_t2v.sh (docs/quickstart.md)."""
     cfg = _tiny()
     cfg.model.conditioning, cfg.model.text_dim = "text", 128
+    # The noisier draws of tiny before -0.6: text is learned from them more slowly than a class, and with
+    # -0.6 two of 28 seen prompts lost their object from frames (docs/experiments.md, fourth round).
+    cfg.diffusion.p_mean = 0.0
     return cfg
 
 
@@ -483,6 +498,8 @@ def validate(cfg: Config) -> None:
     if not 0 <= 2 * m.token_overlap <= min(m.token[1:]):
         raise BadInputError(f"model.token_overlap must lie in 0..{min(m.token[1:]) // 2} (half the token's height "
                             f"and width, model.token {m.token}), got {m.token_overlap}")
+    if m.token_mixing_frames < 1 or m.token_mixing_frames % 2 == 0:
+        raise BadInputError(f"model.token_mixing_frames must be an odd number >= 1, got {m.token_mixing_frames}")
     lpb = m.levels_per_block
     if len(lpb) != m.num_blocks:
         raise BadInputError(f"model.levels_per_block has {len(lpb)} entries; it needs one per block "
@@ -550,6 +567,8 @@ def validate_sample(sample: SampleConfig) -> None:
     _at_least(cfg, 1, "sample.steps")
     _at_least(cfg, 0, "sample.guidance", "sample.guidance_levels", "sample.s_churn", "sample.s_tmin", "sample.tile_batch")
     _positive(cfg, "sample.s_noise")
+    if sample.tile_blend not in TILE_BLENDS:
+        raise BadInputError(f"sample.tile_blend must be one of {', '.join(TILE_BLENDS)}, got {sample.tile_blend!r}")
     if sample.s_tmax < sample.s_tmin:
         raise BadInputError(f"sample.s_tmax {sample.s_tmax} must be at least sample.s_tmin {sample.s_tmin}")
     from hpdm_core.pyramid import parse_overlap  # late import: pyramid imports nothing from here

@@ -40,7 +40,8 @@ REPORT_NAME = "init_from.json"
 # num_levels, patch (and so the target) and levels_per_block may change.
 MUST_MATCH = ("channels", "token", "interface_dim", "latent_dim", "num_latents", "num_blocks", "latent_layers",
               "head_dim", "mlp_ratio", "fourier_features", "fusion", "use_coords", "interface_conditioning",
-              "token_mixing", "token_overlap", "num_classes", "conditioning", "text_dim", "text_tokens")
+              "token_mixing", "token_mixing_frames", "token_overlap", "num_classes", "conditioning",
+              "text_dim", "text_tokens")
 
 PER_LEVEL = ("model.latents", "model.level_embedding.weight")  # first axis: pyramid level
 POSITION = "model.position"  # [num_tokens, D] over the token grid of a patch

@@ -270,13 +270,34 @@ def tile_chains(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.
     return parent_chain(tile_offsets(geometry, level, overlap), level, geometry)
 
 
-def tile_coverage(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.Tensor:
-    """How many tiles cover each pixel of the level-l canvas: float [*R_l] (a pixel's weight when the
-    tiles' predictions are averaged into the canvas: docs/design.md, "Sampling")."""
+def tile_weights(patch: tuple[int, int, int], overlap: Overlap, blend: str = "uniform") -> torch.Tensor:
+    """What a tile's prediction weighs at each of its pixels when tiles are averaged: float [*r].
+
+    "uniform": 1 everywhere (the paper's average). "tent": along each overlapped axis a tent
+    min(i + 1/2, r - i - 1/2) / (r / 2), which never reaches 0; shifted by the stride r / 2 the tents of
+    neighbouring tiles sum to a constant, so inside the canvas the average is a smooth cross-fade."""
+    weights = torch.ones(patch)
+    if blend == "uniform":
+        return weights
+    if blend != "tent":
+        raise ValueError(f"unknown tile blend {blend!r}")
+    for axis, (size, overlapped) in enumerate(zip(patch, overlap)):
+        if overlapped:
+            i = torch.arange(size, dtype=torch.float32) + 0.5
+            shape = [1, 1, 1]
+            shape[axis] = size
+            weights = weights * (torch.minimum(i, size - i) / (size / 2)).reshape(shape)
+    return weights
+
+
+def tile_coverage(geometry: PatchGeometry, level: int, overlap: Overlap, blend: str = "uniform") -> torch.Tensor:
+    """The summed tile weights over each pixel of the level-l canvas: float [*R_l] (uniform: how many
+    tiles cover it), what the tiles' weighted predictions are divided by (docs/design.md, "Sampling")."""
     counts = torch.zeros(geometry.canvas(level))
     f, h, w = geometry.patch
+    weights = tile_weights(geometry.patch, overlap, blend)
     for o in tile_offsets(geometry, level, overlap).tolist():
-        counts[o[0]:o[0] + f, o[1]:o[1] + h, o[2]:o[2] + w] += 1
+        counts[o[0]:o[0] + f, o[1]:o[1] + h, o[2]:o[2] + w] += weights
     return counts
 
 

@@ -240,3 +240,13 @@ def test_guidance_levels_flag(run_dir, tmp_path, capsys):
     code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "h.npz",
                            "--guidance-levels", "-1", "--device", "cpu")
     assert code == 2 and "--guidance-levels must be at least 0" in stderr
+
+
+def test_tile_blend_flag(run_dir, tmp_path, capsys):
+    code, stdout, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "t.npz",
+                                "--tile-blend", "tent", "--steps", 2, "--device", "cpu", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["tile_blend"] == "tent"
+    code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "u.npz",
+                           "--tile-blend", "gaussian", "--device", "cpu")
+    assert code == 2 and "--tile-blend must be one of uniform, tent" in stderr

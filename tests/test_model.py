@@ -12,16 +12,19 @@ from hpdm_core.model.fusion import DeepFusion
 from hpdm_core.model.rin import TokenMixing
 from hpdm_core.pyramid import PatchGeometry, context_grid, sample_nested_offsets
 
-FUSIONS = ["deep", "shallow", "none", "deep+token_mixing", "deep+token_overlap", "shallow+token_overlap"]
+FUSIONS = ["deep", "shallow", "none", "deep+token_mixing", "deep+token_mixing+token_mixing_frames=3",
+           "deep+token_overlap", "shallow+token_overlap"]
 
 
 def small_config(fusion="deep", levels_per_block=(1, 2, 3, 3), **overrides) -> Config:
-    """A small 3-level model; "deep+token_mixing" is deep fusion with model.token_mixing = true (any switch)."""
+    """A small 3-level model; "deep+token_mixing" is deep fusion with model.token_mixing = true (any switch;
+    "key=N" sets an integer)."""
     cfg = Config()
     m = cfg.model
     fusion, *switches = fusion.split("+")
     for switch in switches:  # a bool switch on; token_overlap, in pixels, 1
-        setattr(m, switch, True if isinstance(getattr(m, switch), bool) else 1)
+        key, _, value = switch.partition("=")
+        setattr(m, key, int(value) if value else True if isinstance(getattr(m, key), bool) else 1)
     m.patch, m.token, m.num_levels = [2, 8, 8], [1, 4, 4], 3
     m.interface_dim, m.latent_dim, m.num_latents, m.latent_layers, m.head_dim = 32, 32, 4, 1, 16
     m.mlp_ratio, m.fourier_features, m.num_classes = 2.0, 4, 5
@@ -93,7 +96,8 @@ def reference_forward(model: HPDM, x, noise_cond, offsets, labels):
     return torch.stack(outputs, 1)
 
 
-@pytest.mark.parametrize("fusion", ["deep", "deep+token_mixing", "deep+token_overlap"])
+@pytest.mark.parametrize("fusion", ["deep", "deep+token_mixing", "deep+token_mixing+token_mixing_frames=3",
+                                    "deep+token_overlap"])
 @pytest.mark.parametrize("levels_per_block", [(3, 3, 3, 3), (1, 2, 3, 3), (1, 1, 1, 3)])
 def test_forward_equals_a_plain_loop_over_levels(levels_per_block, fusion):
     cfg = small_config(fusion, levels_per_block)
@@ -135,6 +139,30 @@ def test_token_mixing_starts_as_identity_and_reaches_only_neighbouring_tokens():
         mixing.gate.weight.zero_()
         mixing.gate.bias.fill_(-1.0)
     torch.testing.assert_close(mixing(changed, cond), changed)
+
+
+def test_token_mixing_over_time_reaches_the_same_token_in_neighbouring_frames():
+    """model.token_mixing_frames = 3: the shifted-slice mixing over time equals a depthwise convolution
+    with a 3x1x1 kernel, zero-padded at the patch's first and last frame."""
+    grid = (4, 3, 2)
+    mixing = TokenMixing(6, 5, grid, frames=3)
+    mixing.reset_parameters()
+    a, cond = torch.randn(2, 24, 6, dtype=torch.float64), torch.randn(2, 1, 5, dtype=torch.float64)
+    mixing.double()
+    torch.testing.assert_close(mixing(a, cond), a)  # zero-initialised: the block starts as without it
+    with torch.no_grad():
+        mixing.time_weight.normal_()
+    volume = rearrange(a, "x (f h w) d -> x d f h w", f=grid[0], h=grid[1], w=grid[2])
+    kernel = mixing.time_weight.t().reshape(6, 1, 3, 1, 1)
+    expected = F.conv3d(volume, kernel, padding=(1, 0, 0), groups=6)
+    torch.testing.assert_close(mixing._mix_time(a), rearrange(expected, "x d f h w -> x (f h w) d"),
+                               atol=1e-12, rtol=0)
+    changed = a.clone()
+    changed[0, 1 * 6 + 4] += 1.0  # token (f=1, h=2, w=0)
+    moved = (mixing._mix_time(changed) - mixing._mix_time(a)).abs().sum(-1)[0].reshape(grid) > 0
+    expected_moved = torch.zeros(grid, dtype=torch.bool)
+    expected_moved[0:3, 2, 0] = True  # frames 0-2, the same place
+    assert torch.equal(moved, expected_moved)
 
 
 def test_fusion_starts_as_identity():

@@ -10,8 +10,8 @@ import torch
 from hpdm_core import diffusion
 from hpdm_core.config import SampleConfig, preset
 from hpdm_core.consistency import coarse_agreement, consistency_report, seam_score
-from hpdm_core.pyramid import (PatchGeometry, crop, is_nested, level_video, parse_overlap, tile_chains, tile_coverage,
-                               tile_offsets)
+from hpdm_core.pyramid import (PatchGeometry, add_tiles, crop, is_nested, level_video, parse_overlap, tile_chains,
+                               tile_coverage, tile_offsets, tile_weights)
 from hpdm_core.canvas import count_tile_evaluations
 from hpdm_core.heun import heun_sample, level_steps
 from hpdm_core.sampling import generate, resolve_labels
@@ -80,6 +80,17 @@ def test_oracle_reproduces_every_level(mode):
     assert oracle.calls["encode"] > 0  # caching is on by default
 
 
+@pytest.mark.parametrize("mode", ["w", "fhw"])
+def test_oracle_reproduces_every_level_with_tent_blending(mode):
+    """Tiles that agree average to what they say under any weights: a tile weight that the patches and the
+    coverage apply differently would show here."""
+    video, oracle = _oracle()
+    options = SampleConfig(steps=4, overlap=mode, tile_blend="tent", tile_batch=10)
+    result = generate(oracle, torch.tensor([0, 3]), seed=5, options=options, batch_size=2, keep_levels=True)
+    for level, canvas in enumerate(result.levels):
+        torch.testing.assert_close(canvas, oracle.levels[level].expand(2, -1, -1, -1, -1), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("guidance,cache", [(2.5, False), (2.5, True), (1.0, False)])
 def test_oracle_with_guidance_and_without_cache(guidance, cache):
     video, oracle = _oracle()
@@ -135,6 +146,40 @@ def test_tile_counts_and_coverage(mode):
         assert is_nested(chains, geometry).all()
         assert (tile_coverage(geometry, level, overlap) >= 1).all()
         assert torch.equal(chains[:, -1], tile_offsets(geometry, level, overlap))
+
+
+def test_tent_weights_sum_to_one_where_two_tiles_meet():
+    geometry = PatchGeometry((4, 8, 8), 3)
+    overlap = parse_overlap("hw")
+    weights = tile_weights(geometry.patch, overlap, "tent")
+    assert torch.equal(weights[0], weights[-1])  # time is not overlapped: no ramp along f
+    assert weights.min() > 0 and weights.max() <= 1
+    torch.testing.assert_close(tile_weights(geometry.patch, overlap, "uniform"), torch.ones(geometry.patch))
+    coverage = tile_coverage(geometry, 2, overlap, "tent")
+    half = 4  # r / 2: from here on every pixel lies under two tiles per overlapped axis
+    torch.testing.assert_close(coverage[:, half:-half, half:-half], torch.ones_like(coverage[:, half:-half, half:-half]))
+    assert (coverage > 0).all()
+
+
+def test_tent_blending_fades_disagreeing_tiles_into_each_other():
+    """Tiles that each add their own constant error: the uniform average steps by up to half the difference
+    of two neighbours' errors where a tile starts, the tent cross-fades over r/2 pixels."""
+    geometry = PatchGeometry((2, 8, 8), 3)
+    overlap = parse_overlap("hw")
+    offsets = tile_offsets(geometry, 2, overlap)
+    errors = torch.rand(len(offsets), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    steps = {}
+    for blend in ("uniform", "tent"):
+        total = torch.zeros(1, 1, *geometry.canvas(2))
+        patches = errors.view(-1, 1, 1, 1, 1) * tile_weights(geometry.patch, overlap, blend)
+        add_tiles(total, torch.zeros(len(offsets), dtype=torch.long), offsets, patches.expand(-1, 1, -1, -1, -1))
+        canvas = total / tile_coverage(geometry, 2, overlap, blend)
+        steps[blend] = canvas.diff(dim=-1).abs().max().item()
+    # Errors lie in [-1, 1]. Uniform: where a tile starts, the pixel's mean swaps one tile for another, a step
+    # of half their difference (0.92 with this seed). Tent: every tile's weight changes by at most 1 / (r / 2)
+    # per pixel and the weights sum to one, so no step exceeds 2 / (r / 2) = 0.5.
+    assert steps["uniform"] > 0.7
+    assert steps["tent"] <= 2 / 4 + 1e-6
 
 
 def test_heun_lands_on_a_constant_denoiser_and_churn_is_used():

@@ -111,7 +111,8 @@ class HPDM(nn.Module):
             self.interface_modulation = nn.Linear(latent_dim, 2 * dim)
 
         self.blocks = nn.ModuleList(RINBlock(dim, latent_dim, cfg.latent_layers, cfg.head_dim, cfg.mlp_ratio,
-                                             self.token_grid if cfg.token_mixing else None, self.text_conditioned)
+                                             self.token_grid if cfg.token_mixing else None, self.text_conditioned,
+                                             cfg.token_mixing_frames)
                                     for _ in range(cfg.num_blocks))
         if cfg.fusion == "deep":
             self.fusions = nn.ModuleList(DeepFusion(dim, cfg.use_coords, cfg.detach_context, cfg.context_grad_scale)
