@@ -319,8 +319,9 @@ def generate(model: Model, classes: int | str | Sequence[int | str] | None = Non
       run's text encoder (or `text_encoder`, which must be the same encoder: its fingerprint is checked).
     num: how many videos; default one per class or prompt when several are given, else 8.
     seed: video i of a seed is the same whatever batch_size.
-    sample_overrides: any [sample] setting (steps, guidance, guidance_levels, overlap, cache, tile_batch,
-      s_churn, ...); the others keep the run's own values, e.g. the tiny preset's guidance 3 on level 0.
+    sample_overrides: any [sample] setting (steps, guidance, guidance_levels, overlap, tile_blend, cache,
+      tile_batch, s_churn, ...); the others keep the run's own values, e.g. the tiny preset's guidance 3 on
+      level 0.
     """
     from hpdm_core.memory import check_fits, sampling_bytes
     from hpdm_core.prompts import resolve_prompts
