@@ -77,6 +77,7 @@ def sample(
     videos as one process) and rank 0 writes them.
     """
     from hpdm_core import distributed as dist_lib
+    from hpdm_core.config import TILE_BLENDS
     from hpdm_core.errors import BadInputError
     from hpdm_core.files import check_output
     from hpdm_core.pyramid import parse_overlap
@@ -116,8 +117,6 @@ def sample(
         if not overlap.strip():  # an unset shell variable, not a choice of "none"
             raise BadInputError("--overlap is empty: give none or letters of fhw (e.g. hw)")
         parse_overlap(overlap)
-    from hpdm_core.config import TILE_BLENDS
-
     if tile_blend is not None and tile_blend not in TILE_BLENDS:
         raise BadInputError(f"--tile-blend must be one of {', '.join(TILE_BLENDS)}, got {tile_blend!r}")
     classes = classes or []
@@ -130,8 +129,8 @@ def sample(
     with dist_lib.process_group(device) as (env, run_device), flags_for(FLAGS):
         # Flags left unset (None) keep the run's sample settings.
         settings = dict(overlap=overlap, tile_blend=tile_blend, steps=steps, guidance=guidance,
-                        guidance_levels=guidance_levels,
-                        tile_batch=tile_batch, cache=cache, offload_cache=offload_cache)
+                        guidance_levels=guidance_levels, tile_batch=tile_batch, cache=cache,
+                        offload_cache=offload_cache)
         conditions = dict(classes=classes, prompts=prompts, prompt_labels=prompt_labels, text_encoder=text_encoder)
         _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_levels, batch_size, fps, raw,
                 str(run_device), json_out, dist_lib.launched(), env, overwrite)
@@ -218,14 +217,13 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
         files = save_samples(result, out, fmt, fps=fps,
                              class_names=_class_names(cfg.data.path, denoiser.num_classes), save_levels=save_levels,
                              attrs={"seed": seed, "steps": options.steps, "overlap": options.overlap,
-                                    "tile_blend": options.tile_blend, "cfg": options.guidance, "guidance_levels": options.guidance_levels,
-                                    "checkpoint_step": info["step"]})
+                                    "tile_blend": options.tile_blend, "cfg": options.guidance,
+                                    "guidance_levels": options.guidance_levels, "checkpoint_step": info["step"]})
     report = consistency_report(result.videos, result.levels, geometry.patch)
     summary = {"files": [str(f) for f in files], "num": num, "labels": result.labels.tolist(), "seed": seed,
                **({"prompts": result.prompts, "text_encoder": text_note} if result.prompts else {}),
                "steps": options.steps, "overlap": options.overlap, "tile_blend": options.tile_blend,
-               "cfg": options.guidance,
-               "guidance_levels": options.guidance_levels, "cache": options.cache,
+               "cfg": options.guidance, "guidance_levels": options.guidance_levels, "cache": options.cache,
                "tile_batch": result.tile_batch, "batch_size": batch_size, "seconds": round(result.seconds, 3),
                "tile_evaluations": result.tile_evaluations,
                "tiles_per_s": round(result.tile_evaluations / max(result.seconds, 1e-9), 2),

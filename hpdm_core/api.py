@@ -396,8 +396,7 @@ def save_videos(result: SampleResult, out: PathLike, fmt: str | None = None, *, 
     if isinstance(result, Samples) and result.settings is not None:  # as `hpdm sample` records them
         s = result.settings
         attrs = {"seed": result.seed, "steps": s.steps, "overlap": s.overlap, "tile_blend": s.tile_blend,
-                 "cfg": s.guidance,
-                 "guidance_levels": s.guidance_levels, "checkpoint_step": result.checkpoint_step}
+                 "cfg": s.guidance, "guidance_levels": s.guidance_levels, "checkpoint_step": result.checkpoint_step}
     names = list(class_names or getattr(result, "class_names", None) or []) or None
     with reporting_full_disk(out):  # a full disk: a message naming the folder; no partial file is left
         return save_samples(result, out, fmt, fps=float(fps), class_names=names, save_levels=save_levels,

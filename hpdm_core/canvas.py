@@ -66,10 +66,10 @@ class LevelDenoiser:
         items_per_batch = max(1, tile_batch // rows_per_item)
         self.batches = [slice(i, min(i + items_per_batch, len(self.item_sample)))
                         for i in range(0, len(self.item_sample), items_per_batch)]
+        # Each tile's pixels weigh tile_weights (all ones for the paper's uniform average); their sum per pixel
+        # divides the canvas.
+        self.tile_weights = tile_weights(self.geometry.patch, overlap, options.tile_blend).to(self.device)
         self.weight = tile_coverage(self.geometry, level, overlap, options.tile_blend).to(self.device)
-        # None for the uniform average: the patches are added as they are.
-        self.tile_weights = (None if options.tile_blend == "uniform"
-                             else tile_weights(self.geometry.patch, overlap, options.tile_blend).to(self.device))
         self.context_sigma = torch.tensor([diffusion.context_sigma(k, denoiser.cfg) for k in range(level)],
                                           device=self.device)
         self.caches: dict[int, object] = {}
@@ -131,9 +131,7 @@ class LevelDenoiser:
     def __call__(self, canvas: torch.Tensor, sigma: float) -> torch.Tensor:
         total = torch.zeros_like(canvas)
         for index, items in enumerate(self.batches):
-            patches = self._denoise_batch(index, items, canvas, sigma)
-            if self.tile_weights is not None:
-                patches = patches * self.tile_weights
+            patches = self._denoise_batch(index, items, canvas, sigma) * self.tile_weights
             add_tiles(total, self.item_sample[items], self.item_chain[items, -1], patches)
         return total / self.weight
 
