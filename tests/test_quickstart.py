@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hpdm_core import config as config_lib
 from hpdm_core.data.video_io import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,13 +24,19 @@ def read_png(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))[::2, ::2]  # render_samples repeats each pixel twice
 
 
+def scaled_down_env(tmp_path, **knobs) -> dict:
+    """The quickstart's knobs for a run of seconds: 6 videos of 16x32x32, a 2-level model, 2 steps."""
+    return {**os.environ, "DEMO_DIR": str(tmp_path / "demo"), "HPDM": f"{sys.executable} -m hpdm_cli",
+            "TRAIN_STEPS": "2", "NUM_VIDEOS": "6", "FRAMES": "16", "RESOLUTION": "32", "NUM_SAMPLES": "2",
+            "SAMPLE_STEPS": "2", "OVERLAP": "hw", "FVD_NUM": "2", "CLASSIFIER_STEPS": "2", "CLASSES": "4",
+            "EXTRA_SET": "model.num_levels=2 model.num_blocks=2 model.levels_per_block=1,2 train.batch_size=2 "
+                         "model.interface_dim=32 model.latent_dim=32 model.head_dim=16 model.latent_layers=1",
+            **knobs}
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the quickstart is a bash script")
 def test_quickstart_pipeline_scaled_down(tmp_path):
-    env = {**os.environ, "DEMO_DIR": str(tmp_path / "demo"), "HPDM": f"{sys.executable} -m hpdm_cli",
-           "TRAIN_STEPS": "2", "NUM_VIDEOS": "6", "FRAMES": "16", "RESOLUTION": "32", "NUM_SAMPLES": "2",
-           "SAMPLE_STEPS": "2", "OVERLAP": "hw", "FVD_NUM": "2", "CLASSIFIER_STEPS": "2", "CLASSES": "4",
-           "EXTRA_SET": "model.num_levels=2 model.num_blocks=2 model.levels_per_block=1,2 train.batch_size=2 "
-                        "model.interface_dim=32 model.latent_dim=32 model.head_dim=16 model.latent_layers=1"}
+    env = scaled_down_env(tmp_path)
     run = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -52,3 +59,27 @@ def test_quickstart_pipeline_scaled_down(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "kept" in again.stderr and "nothing to do" in again.stderr  # data and training reused
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the quickstart is a bash script")
+def test_quickstart_gpu_schedule_trains_on_more_clips_and_knobs_still_win(tmp_path):
+    """SCHEDULE=gpu (what auto picks where torch sees CUDA): batches of 32 with loader workers; TRAIN_STEPS
+    and EXTRA_SET given by the user still win. Run here on the CPU, scaled down."""
+    env = scaled_down_env(tmp_path, SCHEDULE="gpu")
+    run = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "gpu schedule" in run.stderr
+    cfg = config_lib.load(tmp_path / "demo" / "run" / "config.toml")
+    assert cfg.data.num_workers == 4  # from the gpu schedule
+    assert cfg.train.batch_size == 2 and cfg.train.steps == 2  # EXTRA_SET and TRAIN_STEPS beat the schedule's
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the quickstart is a bash script")
+def test_quickstart_refuses_an_unknown_schedule_before_any_work(tmp_path):
+    run = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")],
+                         env=scaled_down_env(tmp_path, SCHEDULE="tpu"), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert "SCHEDULE must be auto, cpu or gpu, got 'tpu'" in run.stderr
+    assert not (tmp_path / "demo" / "data.h5").exists()
