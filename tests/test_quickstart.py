@@ -34,11 +34,15 @@ def scaled_down_env(tmp_path, **knobs) -> dict:
             **knobs}
 
 
+def run_quickstart(tmp_path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the quickstart is a bash script")
 def test_quickstart_pipeline_scaled_down(tmp_path):
     env = scaled_down_env(tmp_path)
-    run = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    run = run_quickstart(tmp_path, env)
     assert run.returncode == 0, run.stderr[-3000:]
     demo = tmp_path / "demo"
     grid = read_video(demo / "samples.mp4")
@@ -55,8 +59,7 @@ def test_quickstart_pipeline_scaled_down(tmp_path):
     assert "classifier accuracy" in run.stdout and (demo / "classifier.pt").exists()
     assert "consistency:" in run.stdout
 
-    again = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
+    again = run_quickstart(tmp_path, env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "kept" in again.stderr and "nothing to do" in again.stderr  # data and training reused
 
@@ -66,8 +69,7 @@ def test_quickstart_gpu_schedule_trains_on_more_clips_and_knobs_still_win(tmp_pa
     """SCHEDULE=gpu (what auto picks where torch sees CUDA): batches of 32 with loader workers; TRAIN_STEPS
     and EXTRA_SET given by the user still win. Run here on the CPU, scaled down."""
     env = scaled_down_env(tmp_path, SCHEDULE="gpu")
-    run = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    run = run_quickstart(tmp_path, env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "gpu schedule" in run.stderr
     cfg = config_lib.load(tmp_path / "demo" / "run" / "config.toml")
@@ -77,9 +79,7 @@ def test_quickstart_gpu_schedule_trains_on_more_clips_and_knobs_still_win(tmp_pa
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the quickstart is a bash script")
 def test_quickstart_refuses_an_unknown_schedule_before_any_work(tmp_path):
-    run = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh")],
-                         env=scaled_down_env(tmp_path, SCHEDULE="tpu"), cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
+    run = run_quickstart(tmp_path, scaled_down_env(tmp_path, SCHEDULE="tpu"), timeout=60)
     assert run.returncode == 2
     assert "SCHEDULE must be auto, cpu or gpu, got 'tpu'" in run.stderr
     assert not (tmp_path / "demo" / "data.h5").exists()
