@@ -1,9 +1,10 @@
 """Training cost of HPDM's design choices, measured side by side in one run.
 
-    python benchmarks/train_speed.py [--steps 8] [--batch 8] [--device auto] [--threads N] [--size mid|paper]
+    python benchmarks/train_speed.py [--steps 8] [--batch 8] [--device auto] [--threads N] [--size mid|paper|tiny]
                                      [--compile]
 
 --size mid (default) is the tiny preset's width on 8x16x16 patches (a 32x64x64 target), sized for a CPU.
+--size tiny is the tiny preset itself, for the cost of its own choices (e).
 --size paper is HPDM-S of the paper's Table 7 (16x64x64 patches, 64x256x256 target, 1024-wide
 interface), sized for a GPU. The paper's Table 2 gives training speeds on one A100 of 4.4 videos/s
 (default), 2.73 (no adaptive computation) and 4.91 (shallow fusion), without naming the model size
@@ -16,6 +17,8 @@ or batch. (b) is left out there: one full-resolution 64x256x256 clip is 262,144 
 (c) deep vs shallow context fusion: step time (paper: shallow about 10 % faster);
 (d) with --compile: the default variant with train.compile (torch.compile of the denoiser; CUDA graphs
     on a GPU) beside the eager one; compiling happens in the warm-up step, outside the timing.
+(e) with --size tiny, instead of (a)-(d): tiny as it is, without time in its token mixing, and with it on
+    every level instead of levels >= 1: step time.
 
 FLOPs: one training step's forward and backward of every variant, counted by FlopCounterMode
 (hpdm_core/flops.py: matmuls, convolutions, attention; not grid_sample, elementwise work, the optimizer),
@@ -53,7 +56,8 @@ MID = ["model.patch=8x16x16", "model.token=1x4x4", "model.interface_dim=96", "mo
         "model.num_latents=32", "model.num_blocks=6", "model.latent_layers=2", "model.head_dim=32",
         "model.fourier_features=8", "model.num_classes=8", "train.warmup_steps=1", "train.bf16=true",
         "model.token_mixing=false"]  # the paper's network: token mixing is a choice of the tiny preset only
-SIZES = {"mid": ("tiny", MID), "paper": ("hpdm-s", ["train.warmup_steps=1", "train.bf16=true"])}
+SIZES = {"mid": ("tiny", MID), "paper": ("hpdm-s", ["train.warmup_steps=1", "train.bf16=true"]),
+         "tiny": ("tiny", ["train.warmup_steps=1"])}  # the preset as the quickstart trains it (float32)
 
 VARIANTS = {
     "adaptive": ["model.levels_per_block=1,1,2,2,3,3"],
@@ -61,6 +65,13 @@ VARIANTS = {
     "shallow": ["model.levels_per_block=1,1,2,2,3,3", "model.fusion=shallow"],
     "full-res": ["model.num_levels=1", "model.patch=32x64x64", "model.levels_per_block=1,1,1,1,1,1"],
     "compiled": ["model.levels_per_block=1,1,2,2,3,3", "train.compile=true"],
+}
+
+# --size tiny: the cost of tiny's own choices, beside the preset as it is.
+TINY_VARIANTS = {
+    "tiny": [],
+    "no-time-mix": ["model.token_mixing_frames=1", "model.token_mixing_time_from_level=0"],
+    "time-mix-all": ["model.token_mixing_time_from_level=0"],
 }
 
 
@@ -76,7 +87,13 @@ def peak_rss_bytes() -> int:
 def variants(size: str, compiled: bool = False) -> list[str]:
     """The variants timed at `size`: full-resolution training only at mid size (see the docstring), the
     compiled one only when asked."""
+    if size == "tiny":
+        return list(TINY_VARIANTS)
     return [name for name in VARIANTS if (size == "mid" or name != "full-res") and (compiled or name != "compiled")]
+
+
+def overrides_of(name: str, size: str) -> list[str]:
+    return (TINY_VARIANTS if size == "tiny" else VARIANTS)[name]
 
 
 def make_trainer(name: str, steps: int, batch: int, device: str, run_dir: str, size: str = "mid"):
@@ -86,7 +103,7 @@ def make_trainer(name: str, steps: int, batch: int, device: str, run_dir: str, s
     from hpdm_core.training import Trainer
 
     preset_name, base = SIZES[size]
-    cfg = apply_overrides(preset(preset_name), base + VARIANTS[name] + [f"train.batch_size={batch}",
+    cfg = apply_overrides(preset(preset_name), base + overrides_of(name, size) + [f"train.batch_size={batch}",
                                                                         f"train.steps={steps + 2}"]).validate()
     trainer = Trainer(cfg, run_dir, device=device, tensorboard=False)
     geometry = PatchGeometry.from_config(cfg.model)
@@ -178,7 +195,7 @@ def meta_flops(name: str, batch: int, size: str) -> tuple[int, int]:
     from hpdm_core.pyramid import PatchGeometry, sample_nested_offsets
 
     preset_name, base = SIZES[size]
-    cfg = apply_overrides(preset(preset_name), base + VARIANTS[name] + [f"train.batch_size={batch}"]).validate()
+    cfg = apply_overrides(preset(preset_name), base + overrides_of(name, size) + [f"train.batch_size={batch}"]).validate()
     with torch.device("meta"):
         denoiser = build_denoiser(cfg)
     geometry = PatchGeometry.from_config(cfg.model)
@@ -200,6 +217,8 @@ def print_flops(names: list[str], batch: int, size: str) -> None:
         counts[name], params = meta_flops(name, batch, size)
         print(f"  {name:12s} {params:>12,} params  {counts[name] / 1e9:12.2f} GFLOP/step "
               f"({counts[name] / batch / 1e9:.2f} per video)")
+    if size == "tiny":
+        return
     print(f"size {size}, batch {batch}, forward + backward (meta device): adaptive computation does "
           f"{counts['adaptive'] / counts['no-adaptive']:.3f} of the work of none "
           f"({counts['no-adaptive'] / counts['adaptive']:.2f}x less); shallow fusion "
@@ -212,7 +231,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--size", choices=list(SIZES), default="mid", help="mid: a CPU's size; paper: HPDM-S, for a GPU")
+    parser.add_argument("--size", choices=list(SIZES), default="mid",
+                        help="mid: a CPU's size; paper: HPDM-S, for a GPU; tiny: the preset's own choices")
     parser.add_argument("--flops-only", action="store_true",
                         help="count every variant's FLOPs per step on the meta device; time nothing")
     parser.add_argument("--compile", action="store_true", help="also time the default variant with train.compile")
@@ -246,6 +266,14 @@ def main() -> None:
               f"{r['flops'] / 1e9:9.2f} GFLOP/step  {r['flop_s'] / 1e12:7.3f} TFLOP/s  MFU {r['mfu'] * 100:5.1f} %",
               file=sys.stderr)
 
+    if args.size == "tiny":
+        t, plain, every = (results[k] for k in TINY_VARIANTS)
+        print(f"size tiny, device {t['device']} ({t['threads']} threads), batch {args.batch}, median of {args.steps} "
+              "steps per variant, stepped round robin (wall; process CPU time in brackets)")
+        print(f"(e) tiny's time in the token mixing (levels >= 1): {t['step_s']:.3f} s/step vs {plain['step_s']:.3f} "
+              f"without -> {(t['step_s'] / plain['step_s'] - 1) * 100:+.1f} % [{(t['cpu_s'] / plain['cpu_s'] - 1) * 100:+.1f} %]; "
+              f"on every level {every['step_s']:.3f} s/step -> {(every['step_s'] / plain['step_s'] - 1) * 100:+.1f} %")
+        return
     a, n, s = (results[k] for k in ("adaptive", "no-adaptive", "shallow"))
     print(f"size {args.size}, device {a['device']} ({a['threads']} threads), batch {args.batch}, median of {args.steps} steps per "
           f"variant, stepped round robin (wall; process CPU time in brackets); memory = {a['memory']}")

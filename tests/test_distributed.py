@@ -134,12 +134,17 @@ def test_bad_torchrun_environment_is_a_clear_error(monkeypatch):
         dist_lib.read_env()
 
 
-def test_unused_fusion_projection_is_frozen():
-    """Block 0 sees level 0 only: its fusion projection can never run, so it takes no gradient slot."""
-    model = build_denoiser(tiny_config((1, 2)))
+@pytest.mark.parametrize("time_from_level", [None, 1])
+def test_unused_fusion_projection_is_frozen(time_from_level):
+    """Block 0 sees level 0 only: its fusion projection can never run, so it takes no gradient slot;
+    nor do its time taps when the token mixing reaches over time from level 1 on."""
+    cfg = tiny_config((1, 2))
+    if time_from_level is not None:
+        cfg.model.token_mixing_frames, cfg.model.token_mixing_time_from_level = 3, time_from_level
+    model = build_denoiser(cfg.validate())
     assert not any(p.requires_grad for p in model.model.fusions[0].parameters())
     assert all(p.requires_grad for p in model.model.fusions[1].parameters())
-    x, sigma, offsets, labels, target = global_batch(tiny_config((1, 2)), 2, 0)
+    x, sigma, offsets, labels, target = global_batch(cfg, 2, 0)
     (model(x, sigma, offsets, labels) - target).square().mean().backward()
     unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == []
@@ -359,7 +364,9 @@ TRAIN = ["model.patch=2x4x4", "model.token=1x2x2", "model.interface_dim=16", "mo
          "model.num_latents=4", "model.head_dim=8", "model.latent_layers=1", "model.num_blocks=3",
          "model.levels_per_block=1,2,3", "model.fourier_features=2", "model.num_classes=3",
          "train.batch_size=4", "train.warmup_steps=2", "train.steps=3", "train.log_every=1",
-         "train.checkpoint_every=2", "train.ema_decay=0.9", "data.num_workers=0", "data.flip=true"]
+         "train.checkpoint_every=2", "train.ema_decay=0.9", "data.num_workers=0", "data.flip=true",
+         # Time taps from level 1: block 0's are frozen, which DDP (find_unused_parameters off) must accept.
+         "model.token_mixing_frames=3", "model.token_mixing_time_from_level=1"]
 
 
 def train_config(data):

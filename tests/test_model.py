@@ -1,5 +1,7 @@
 """The HPDM network: adaptive computation, deep context fusion, coarse-to-fine flow, caching."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,12 +9,14 @@ from einops import rearrange
 
 from hpdm_core.config import Config, preset
 from hpdm_core.diffusion import build_denoiser
+from hpdm_core.errors import BadInputError
 from hpdm_core.model import HPDM, ContextCache
 from hpdm_core.model.fusion import DeepFusion
 from hpdm_core.model.rin import TokenMixing
 from hpdm_core.pyramid import PatchGeometry, context_grid, sample_nested_offsets
 
-FUSIONS = ["deep", "shallow", "none", "deep+token_mixing", "deep+token_mixing+token_mixing_frames=3",
+TIME_FROM_1 = "deep+token_mixing+token_mixing_frames=3+token_mixing_time_from_level=1"
+FUSIONS = ["deep", "shallow", "none", "deep+token_mixing", "deep+token_mixing+token_mixing_frames=3", TIME_FROM_1,
            "deep+token_overlap", "shallow+token_overlap"]
 
 
@@ -50,6 +54,8 @@ def make_model(cfg: Config, dtype=torch.float64) -> HPDM:
         if block.mixing is not None:
             with torch.no_grad():
                 block.mixing.weight.copy_(torch.randn(block.mixing.weight.shape, generator=g) * 0.2)
+                if block.mixing.time_weight is not None:
+                    block.mixing.time_weight.copy_(torch.randn(block.mixing.time_weight.shape, generator=g) * 0.2)
     return model
 
 
@@ -91,13 +97,14 @@ def reference_forward(model: HPDM, x, noise_cond, offsets, labels):
                     samples.append(rearrange(sampled, "b d f h w -> b (f h w) d"))
                 ctx = torch.stack(samples).mean(0)
                 a = model.fusions[b].proj(torch.cat([a, ctx, coords.to(x.dtype)], -1))
-            a, z = block(a, z, cond)
+            over_time = level >= cfg.token_mixing_time_from_level
+            a, z = block(a, z, cond, time_from_row=0 if over_time else len(a))
         outputs.append(model.detokenize(a.unsqueeze(1))[:, 0])
     return torch.stack(outputs, 1)
 
 
 @pytest.mark.parametrize("fusion", ["deep", "deep+token_mixing", "deep+token_mixing+token_mixing_frames=3",
-                                    "deep+token_overlap"])
+                                    TIME_FROM_1, "deep+token_overlap"])
 @pytest.mark.parametrize("levels_per_block", [(3, 3, 3, 3), (1, 2, 3, 3), (1, 1, 1, 3)])
 def test_forward_equals_a_plain_loop_over_levels(levels_per_block, fusion):
     cfg = small_config(fusion, levels_per_block)
@@ -163,6 +170,50 @@ def test_token_mixing_over_time_reaches_the_same_token_in_neighbouring_frames():
     expected_moved = torch.zeros(grid, dtype=torch.bool)
     expected_moved[0:3, 2, 0] = True  # frames 0-2, the same place
     assert torch.equal(moved, expected_moved)
+
+
+def test_time_mixing_from_a_level_leaves_the_levels_below_as_without_it():
+    """model.token_mixing_time_from_level = 1: level 0 is the model without time taps, bit for bit,
+    while the levels above use them; the taps of a block that sees level 0 only are frozen."""
+    cfg = small_config(TIME_FROM_1, (1, 2, 3, 3))
+    model = make_model(cfg)
+    without = HPDM(small_config("deep+token_mixing+token_mixing_frames=3", (1, 2, 3, 3)).model).double()
+    without.load_state_dict(model.state_dict())
+    everywhere = copy.deepcopy(without)
+    for block in without.blocks:
+        torch.nn.init.zeros_(block.mixing.time_weight)
+    inputs = make_inputs(cfg)
+    out, out_without, out_everywhere = model(*inputs), without(*inputs), everywhere(*inputs)
+    # Level 0 never reaches a time tap, and deep fusion only reads lower levels: the same operations.
+    torch.testing.assert_close(out[:, 0], out_without[:, 0], atol=0, rtol=0)
+    assert (out[:, 0] - out_everywhere[:, 0]).abs().max() > 1e-3
+    for level in (1, 2):
+        assert (out[:, level] - out_without[:, level]).abs().max() > 1e-3
+    trainable = [block.mixing.time_weight.requires_grad for block in model.blocks]
+    assert trainable == [False, True, True, True]
+    assert all(block.mixing.time_weight.requires_grad for block in everywhere.blocks)
+
+
+def test_time_mixing_from_beyond_the_top_level_mixes_no_level_over_time():
+    """token_mixing_time_from_level >= num_levels (a base for a deeper pyramid): every tap unused and frozen."""
+    cfg = small_config(TIME_FROM_1.replace("time_from_level=1", "time_from_level=3"))
+    model = make_model(cfg)
+    without = HPDM(small_config("deep+token_mixing+token_mixing_frames=3").model).double()
+    without.load_state_dict(model.state_dict())
+    for block in without.blocks:
+        torch.nn.init.zeros_(block.mixing.time_weight)
+    inputs = make_inputs(cfg)
+    torch.testing.assert_close(model(*inputs), without(*inputs), atol=0, rtol=0)
+    assert not any(block.mixing.time_weight.requires_grad for block in model.blocks)
+
+
+def test_time_mixing_from_a_level_is_checked():
+    with pytest.raises(BadInputError, match="must be >= 0, got -1"):
+        small_config("deep+token_mixing+token_mixing_frames=3", token_mixing_time_from_level=-1)
+    # tiny mixes over time from level 1; token_mixing_frames=1 alone turns that off, with nothing to complain of.
+    cfg = preset("tiny")
+    cfg.model.token_mixing_frames = 1
+    assert all(block.mixing.time_weight is None for block in HPDM(cfg.validate().model).blocks)
 
 
 def test_fusion_starts_as_identity():

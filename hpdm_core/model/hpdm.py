@@ -138,6 +138,11 @@ class HPDM(nn.Module):
             # wait for a gradient that never comes); kept registered so checkpoints share one layout.
             if not self.processes(index, 1):
                 fusion.requires_grad_(False)
+        for index, block in enumerate(self.blocks):
+            # Likewise the time taps of a block that sees no level mixing over time.
+            if getattr(block.mixing, "time_weight", None) is not None and \
+                    not self.processes(index, cfg.token_mixing_time_from_level):
+                block.mixing.time_weight.requires_grad_(False)
 
     # ------------------------------------------------------------------ pieces
 
@@ -203,16 +208,19 @@ class HPDM(nn.Module):
         return level < self.levels_per_block[block]
 
     def run_block(self, index: int, a: list[torch.Tensor], z: list[torch.Tensor], cond: list[torch.Tensor],
-                  text: tuple[torch.Tensor, torch.Tensor] | None = None):
+                  text: tuple[torch.Tensor, torch.Tensor] | None = None, first_level: int = 0):
         """Block `index` on m levels folded into the batch: a, z, cond are per-level lists ([B, N, D],
-        [B, M', Dl], [B, 1, Dl]: the conditioning embedding, see `conditioning_of`); text is the batch's
-        text context (`text_context`), the same for every level."""
+        [B, M', Dl], [B, 1, Dl]: the conditioning embedding, see `conditioning_of`) of the levels
+        first_level..; text is the batch's text context (`text_context`), the same for every level."""
         m = len(a)
         fold = lambda t: t[0] if m == 1 else torch.cat(t)  # noqa: E731 -- one level: no copy
         block = self.blocks[index]
         if text is not None and m > 1:
             text = (torch.cat([text[0]] * m), torch.cat([text[1]] * m))
-        a, z = block(fold(a), fold(z), fold(cond[:m]) if block.mixing is not None else None, text)
+        # The fold is level-major, so the levels that mix over time are the rows from this one on.
+        time_levels_below = min(max(self.cfg.token_mixing_time_from_level - first_level, 0), m)
+        a, z = block(fold(a), fold(z), fold(cond[:m]) if block.mixing is not None else None, text,
+                     time_from_row=time_levels_below * a[0].shape[0])
         return list(a.chunk(m)), list(z.chunk(m))
 
     def _blocks(self, a: list[torch.Tensor], z: list[torch.Tensor], cond: list[torch.Tensor],
@@ -247,7 +255,7 @@ class HPDM(nn.Module):
                           self.fusions[index](a_k, cached + inputs[:k], grids[first_level + k], coords[:, k],
                                               self.token_grid)
                           for k, a_k in enumerate(inputs)]
-            a[:m], z[:m] = self.run_block(index, inputs, z[:m], cond, text)
+            a[:m], z[:m] = self.run_block(index, inputs, z[:m], cond, text, first_level)
         return a, kept
 
     # ------------------------------------------------------------------ full chain

@@ -98,14 +98,17 @@ class TokenMixing(nn.Module):
         if self.time_weight is not None:
             nn.init.zeros_(self.time_weight)
 
-    def forward(self, a: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """a [X, N, D] + (1 + gate(cond)) * conv(a); cond [X, 1, Dc], the summed conditioning embedding."""
+    def forward(self, a: torch.Tensor, cond: torch.Tensor, time_from_row: int = 0) -> torch.Tensor:
+        """a [X, N, D] + (1 + gate(cond)) * conv(a); cond [X, 1, Dc], the summed conditioning embedding.
+        Rows from `time_from_row` on also mix over time (model.token_mixing_time_from_level)."""
         f, h, w = self.token_grid
         frames = rearrange(a, "x (f h w) d -> (x f) d h w", f=f, h=h, w=w)
         mixed = F.conv2d(frames, self.weight.to(a.dtype), self.bias.to(a.dtype), padding=1, groups=a.shape[-1])
         mixed = rearrange(mixed, "(x f) d h w -> x (f h w) d", f=f)
-        if self.time_weight is not None:
-            mixed = mixed + self._mix_time(a)
+        if self.time_weight is not None and time_from_row < len(a):
+            over_time = self._mix_time(a[time_from_row:])
+            mixed = (mixed + over_time if time_from_row == 0 else
+                     torch.cat([mixed[:time_from_row], mixed[time_from_row:] + over_time]))
         gate = 1 + self.gate(F.silu(cond)).to(a.dtype)
         return a + gate * mixed
 
@@ -134,13 +137,15 @@ class RINBlock(nn.Module):
                        if token_grid is not None else None)
 
     def forward(self, a: torch.Tensor, z: torch.Tensor, cond: torch.Tensor | None = None,
-                text: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                text: tuple[torch.Tensor, torch.Tensor] | None = None,
+                time_from_row: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """cond [X, 1, Dl]: the conditioning embedding, needed only with token mixing; text: (tokens
-        [X, T, Dl], mask [X, T]), needed only by text-conditional blocks."""
+        [X, T, Dl], mask [X, T]), needed only by text-conditional blocks; time_from_row: the first row whose
+        token mixing reaches over time (`TokenMixing.forward`)."""
         z = self.read(z, a)
         if self.read_text is not None:
             z = self.read_text(z, *text)
         for layer in self.process:
             z = layer(z)
         a = self.write(a, z)
-        return (a if self.mixing is None else self.mixing(a, cond)), z
+        return (a if self.mixing is None else self.mixing(a, cond, time_from_row)), z
