@@ -318,9 +318,6 @@ def _tiny_t2v() -> Config:
     # The noisier draws of tiny before -0.6: text is learned from them more slowly than a class, and with
     # -0.6 two of 28 seen prompts lost their object from frames (docs/experiments.md, fourth round).
     cfg.diffusion.p_mean = 0.0
-    # No time in the token mixing either: with tiny's (levels >= 1) three of 28 seen prompts lost their object
-    # for 3-9 frames, as with -0.6 (docs/experiments.md, sixth round).
-    cfg.model.token_mixing_frames, cfg.model.token_mixing_time_from_level = 1, 0
     return cfg
 
 
