@@ -14,7 +14,7 @@ gap from metrics.jsonl (loss with wrong labels minus loss with true labels). On 
 also prints the share of generated videos whose object (the requested class's colour) is visible in
 every frame (`synthetic.object_presence`; every real video passes) and the pixel measures of
 `hpdm_core.video_quality` (shape IoU and shape right, grain, size variation, centroid acceleration,
-token mosaic), each next to the same measure of real videos of the file.
+token mosaic and the grid of steps), each next to the same measure of real videos of the file.
 
 It writes --out/learning.json, a frame grid per checkpoint (--out/frames_STEP.png, one row per
 sample) and a plot of the measures against training steps (--plot, default --out/learning.png; needs
@@ -172,7 +172,7 @@ def main() -> None:
     print(f"real data: accuracy {real['accuracy']:.3f}, FD of {args.samples} vs {args.samples} real videos "
           f"{real['fd']:.2f}")
     header = (f"{'step':>6} {'loss per level':>22} {'gap@8':>8} {'accuracy':>9} {'FD':>8} {'/ real':>7} "
-              f"{'object':>7} {'IoU':>6} {'shape':>6} {'grain':>7} {'mottle':>7} {'size':>6} {'accel':>6} {'mosaic':>7}")
+              f"{'object':>7} {'IoU':>6} {'shape':>6} {'grain':>7} {'mottle':>7} {'size':>6} {'accel':>6} {'mosaic':>7} {'grid':>6}")
     print(header)
     rows, reference = [], {}
     for step in range(args.every, args.steps + 1, args.every):
@@ -212,10 +212,10 @@ def main() -> None:
               f"{row['fd']:>8.2f} {row['fd'] / real['fd']:>7.2f} {seen:>7.2f} {pixels.get('shape_iou', nan):>6.3f} "
               f"{pixels.get('shape_right', nan):>6.2f} {pixels.get('grain', nan):>7.4f} {pixels.get('mottling', nan):>7.4f} "
               f"{pixels.get('size_variation', nan):>6.3f} {pixels.get('acceleration', nan):>6.2f} "
-              f"{pixels.get('token_mosaic', nan):>7.2f}", flush=True)
-    # token_mosaic is generated over real: the data's is 1 by definition.
+              f"{pixels.get('token_mosaic', nan):>7.2f} {pixels.get('grid_steps', nan):>6.2f}", flush=True)
+    # token_mosaic and grid_steps are generated over real: the data's is 1 by definition.
     real_figures = {"accuracy": real["accuracy"], "fd": real["fd"], **reference,
-                    **({"token_mosaic": 1.0} if reference else {})}
+                    **({"token_mosaic": 1.0, "grid_steps": 1.0} if reference else {})}
     if reference:
         print("real   " + " ".join(f"{k} {v:.4g}" for k, v in reference.items()))
     atomic_write_text(args.out / "learning.json", json.dumps({"real": real_figures, "rows": rows}, indent=2))

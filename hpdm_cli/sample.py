@@ -48,6 +48,10 @@ def sample(
     tile_blend: Annotated[Optional[str], typer.Option("--tile-blend", help="How overlapping tiles are averaged: "
                                                       "uniform (the paper's) or tent (a cross-fade; default: the "
                                                       "run's sample.tile_blend).")] = None,
+    tile_shifts: Annotated[Optional[str], typer.Option("--tile-shifts", help="Tilings that take turns, one per "
+                                                       "denoiser evaluation, as pixel shifts along the overlapped "
+                                                       "h/w axes, e.g. 0,1,2,3; 0 = the paper's one tiling "
+                                                       "(default: the run's sample.tile_shifts).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", max=INT64_MAX, help="Level-0 steps N0; level l takes max(1, N0 // 2**l).")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", "--cfg", help="Classifier-free guidance weight "
                                                       "(1 = off; --cfg is its old name).")] = None,
@@ -77,7 +81,7 @@ def sample(
     videos as one process) and rank 0 writes them.
     """
     from hpdm_core import distributed as dist_lib
-    from hpdm_core.config import TILE_BLENDS
+    from hpdm_core.config import TILE_BLENDS, parse_tile_shifts
     from hpdm_core.errors import BadInputError
     from hpdm_core.files import check_output
     from hpdm_core.pyramid import parse_overlap
@@ -119,6 +123,7 @@ def sample(
         parse_overlap(overlap)
     if tile_blend is not None and tile_blend not in TILE_BLENDS:
         raise BadInputError(f"--tile-blend must be one of {', '.join(TILE_BLENDS)}, got {tile_blend!r}")
+    shifts = parse_tile_shifts(tile_shifts) if tile_shifts is not None else None
     classes = classes or []
     if any(c < 0 for c in classes):
         raise BadInputError(f"--class must be >= 0, got {min(classes)}")
@@ -128,7 +133,7 @@ def sample(
         check_output(path, overwrite)
     with dist_lib.process_group(device) as (env, run_device), flags_for(FLAGS):
         # Flags left unset (None) keep the run's sample settings.
-        settings = dict(overlap=overlap, tile_blend=tile_blend, steps=steps, guidance=guidance,
+        settings = dict(overlap=overlap, tile_blend=tile_blend, tile_shifts=shifts, steps=steps, guidance=guidance,
                         guidance_levels=guidance_levels, tile_batch=tile_batch, cache=cache,
                         offload_cache=offload_cache)
         conditions = dict(classes=classes, prompts=prompts, prompt_labels=prompt_labels, text_encoder=text_encoder)
@@ -164,6 +169,7 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
             json_out, distributed, env, overwrite) -> None:
     from hpdm_core import distributed as dist_lib
     from hpdm_core.checkpoint import load_for_inference
+    from hpdm_core.config import tile_shifts_text
     from hpdm_core.consistency import consistency_report
     from hpdm_core.files import check_output, reporting_full_disk
     from hpdm_core.memory import check_fits, sampling_bytes
@@ -217,12 +223,14 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
         files = save_samples(result, out, fmt, fps=fps,
                              class_names=_class_names(cfg.data.path, denoiser.num_classes), save_levels=save_levels,
                              attrs={"seed": seed, "steps": options.steps, "overlap": options.overlap,
-                                    "tile_blend": options.tile_blend, "cfg": options.guidance,
+                                    "tile_blend": options.tile_blend, "tile_shifts": tile_shifts_text(options),
+                                    "cfg": options.guidance,
                                     "guidance_levels": options.guidance_levels, "checkpoint_step": info["step"]})
     report = consistency_report(result.videos, result.levels, geometry.patch)
     summary = {"files": [str(f) for f in files], "num": num, "labels": result.labels.tolist(), "seed": seed,
                **({"prompts": result.prompts, "text_encoder": text_note} if result.prompts else {}),
                "steps": options.steps, "overlap": options.overlap, "tile_blend": options.tile_blend,
+               "tile_shifts": options.tile_shifts,
                "cfg": options.guidance, "guidance_levels": options.guidance_levels, "cache": options.cache,
                "tile_batch": result.tile_batch, "batch_size": batch_size, "seconds": round(result.seconds, 3),
                "tile_evaluations": result.tile_evaluations,

@@ -5,8 +5,9 @@ config, seed and step budget; then sampled with the same seed and labels, and sc
 level. Level l of a generated video is its level-l canvas; the real level-l video is the real target
 clip box-downsampled by 2**(L-l), exactly what level l is trained on.
 
-Inference suite: one checkpoint, sampled once per overlap strategy; the levels >= 1 are scored (level 0
-is a single tile, so overlap cannot change it) and timed.
+Inference suite: one checkpoint, sampled once per overlap strategy with the paper's one tiling (whatever
+the run's sample.tile_shifts); the levels >= 1 are scored (level 0 is a single tile, so overlap cannot
+change it) and timed.
 
 Scores: FVD@N with real I3D weights; without them a Fréchet distance in the feature space of a fixed,
 seeded random-weight I3D, labelled "FD (random I3D)": useful to rank variants against each other,
@@ -221,16 +222,17 @@ def _mean_report(reports: list[tuple[int, dict]]) -> dict:
 
 def sample_and_score(run_dir: Path, real_stats: list, scorer: Scorer, levels: list[int], num: int, seed: int,
                      steps: int | None, overlap: str | None, batch_size: int, device: str,
-                     progress: Callable[[int], None] | None = None) -> dict:
+                     progress: Callable[[int], None] | None = None, tile_shifts: list[int] | None = None) -> dict:
     """Sample `num` videos from a run folder's EMA weights (same seed and labels for every run) and
-    score the given levels against the real statistics; with the consistency checks and timings."""
+    score the given levels against the real statistics; with the consistency checks and timings.
+    steps, overlap and tile_shifts override the run's sample settings where given."""
     from hpdm_core.checkpoint import load_for_inference
     from hpdm_core.consistency import consistency_report
     from hpdm_core.metrics.frechet import FeatureStats, fid_from_stats
     from hpdm_core.sampling import generate, resolve_labels
 
     cfg, denoiser, info = load_for_inference(run_dir, use_ema=True, device=device)
-    options = cfg.sample.replace(steps=steps, overlap=overlap).validate()
+    options = cfg.sample.replace(steps=steps, overlap=overlap, tile_shifts=tile_shifts).validate()
     labels = resolve_labels([], num, denoiser.num_classes)
     fake = {level: FeatureStats(scorer.detector.feature_dim) for level in levels}
     reports, seconds, evaluations = [], 0.0, 0
@@ -245,7 +247,7 @@ def sample_and_score(run_dir: Path, real_stats: list, scorer: Scorer, levels: li
             level_stats(result.levels[level], scorer, fake[level])
         reports.append((len(result.videos), consistency_report(result.videos, result.levels, tuple(cfg.model.patch))))
     return {"checkpoint_step": info["step"], "sample_steps": options.steps, "overlap": options.overlap,
-            "sample_seconds": seconds, "tile_evaluations": evaluations,
+            "tile_shifts": list(options.tile_shifts), "sample_seconds": seconds, "tile_evaluations": evaluations,
             "fd": {str(level): fid_from_stats(real_stats[level], fake[level], unbiased=False) for level in levels},
             "consistency": _mean_report(reports)}
 
@@ -371,7 +373,8 @@ def run_architecture_suite(base: Config, steps: int, options: SuiteOptions, vari
 def run_inference_suite(run_dir: Path, options: SuiteOptions, strategies: list[str] | None = None,
                         data: str | Path | None = None, log: Log | None = None,
                         progress: Callable[[int], None] | None = None) -> dict:
-    """Sample one checkpoint with each overlap strategy; FD at the levels >= 1 and time per strategy."""
+    """Sample one checkpoint with each overlap strategy; FD at the levels >= 1 and time per strategy. Every
+    strategy samples with the paper's one tiling (sample.tile_shifts [0]), as Table 3 compares them."""
     from hpdm_core.checkpoint import load_run_config
 
     options.validate()
@@ -401,7 +404,8 @@ def run_inference_suite(run_dir: Path, options: SuiteOptions, strategies: list[s
         if log:
             log(f"overlap {name}: sampling {options.num} videos")
         scores = sample_and_score(Path(run_dir), real_stats, scorer, levels, options.num, options.seed,
-                                  options.sample_steps, name, options.batch_size, device, progress)
+                                  options.sample_steps, name, options.batch_size, device, progress,
+                                  tile_shifts=[0])
         row = {"variant": f"overlap-{name}", "label": OVERLAP_STRATEGIES[name], "request": request, **scores}
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / RESULT_NAME, row)

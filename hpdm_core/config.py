@@ -188,6 +188,11 @@ class SampleConfig:
     # the overlapped axes, highest at its centre: neighbours fade into each other instead of ending in a
     # seam where a tile starts or stops).
     tile_blend: str = "uniform"
+    # Not in the paper (hpdm_core.canvas.LevelDenoiser): tilings that take turns, one per denoiser evaluation.
+    # Tiling k starts its tiles tile_shifts[k] pixels further along the overlapped height and width axes (plus
+    # a tile at each end of the canvas), so its seams and token borders fall between the others'. [0] = the
+    # paper's one tiling; each shift must lie below the stride, half the patch.
+    tile_shifts: list[int] = field(default_factory=lambda: [0])
     s_churn: float = 40.0  # EDM stochastic sampler, level 0 only
     s_tmin: float = 0.05
     s_tmax: float = 50.0
@@ -289,6 +294,9 @@ def _tiny() -> Config:
     cfg.sample.steps, cfg.sample.overlap = 32, "hw"
     # Guidance 3 on level 0 only: level 0 decides what is where and the upper levels follow their context.
     cfg.sample.guidance, cfg.sample.guidance_levels = 3.0, 1
+    # Four tilings in turn, a pixel apart: no pixel is a tile seam or token border at every evaluation, so the
+    # token mosaic averages away (docs/experiments.md, seventh round).
+    cfg.sample.tile_shifts = [0, 1, 2, 3]
     return cfg
 
 
@@ -573,6 +581,21 @@ def validate_images(cfg: Config) -> None:
                             "(or set data.image_path)")
 
 
+def parse_tile_shifts(text: str) -> list[int]:
+    """--tile-shifts: comma-separated pixel shifts, e.g. "0,1,2,3" (sample.tile_shifts)."""
+    try:
+        shifts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise BadInputError(f"--tile-shifts {text!r}: give pixel shifts separated by commas, e.g. 0,1,2,3") from None
+    validate_sample(SampleConfig(tile_shifts=shifts))
+    return shifts
+
+
+def tile_shifts_text(sample: SampleConfig) -> str:
+    """sample.tile_shifts as --tile-shifts takes it (how sample files record it)."""
+    return ",".join(str(shift) for shift in sample.tile_shifts)
+
+
 def validate_sample(sample: SampleConfig) -> None:
     """The [sample] checks of validate, also run on their own for a SampleConfig given to the sampler."""
     _check_types(sample, "sample")
@@ -582,6 +605,8 @@ def validate_sample(sample: SampleConfig) -> None:
     _positive(cfg, "sample.s_noise")
     if sample.tile_blend not in TILE_BLENDS:
         raise BadInputError(f"sample.tile_blend must be one of {', '.join(TILE_BLENDS)}, got {sample.tile_blend!r}")
+    if not sample.tile_shifts or min(sample.tile_shifts) < 0 or len(set(sample.tile_shifts)) != len(sample.tile_shifts):
+        raise BadInputError(f"sample.tile_shifts must be distinct shifts in pixels, each >= 0, got {sample.tile_shifts}")
     if sample.s_tmax < sample.s_tmin:
         raise BadInputError(f"sample.s_tmax {sample.s_tmax} must be at least sample.s_tmin {sample.s_tmin}")
     from hpdm_core.pyramid import parse_overlap  # late import: pyramid imports nothing from here

@@ -233,18 +233,30 @@ def parse_overlap(text: str) -> Overlap:
     return Overlap(*(axis in text for axis in AXES))
 
 
-def axis_positions(patch: int, canvas: int, overlapped: bool) -> torch.Tensor:
-    """Tile starts along one axis: stride r/2 (2 * 2**l - 1 tiles) or r (2**l tiles)."""
+def axis_positions(patch: int, canvas: int, overlapped: bool, shift: int = 0) -> torch.Tensor:
+    """Tile starts along one axis: stride r/2 (2 * 2**l - 1 tiles) or r (2**l tiles).
+
+    shift > 0 (overlapped axes only, below the stride) starts the tiles `shift` pixels further on, with one
+    more tile at each end of the canvas so that every pixel stays covered: a second tiling whose token
+    borders and seams fall between the first one's (`sample.tile_shifts`)."""
     if overlapped and patch % 2:
         raise BadInputError(f"a 50 % overlap needs an even patch size, got {patch}")
     stride = patch // 2 if overlapped else patch
-    return torch.arange(0, canvas - patch + 1, stride)
+    if shift and not (overlapped and 0 < shift < stride):
+        raise BadInputError(f"a tile shift of {shift} pixels needs an overlapped axis and a shift below its "
+                            f"stride {stride} (half the patch)")
+    if not shift or canvas == patch:
+        return torch.arange(0, canvas - patch + 1, stride)
+    starts = {0, canvas - patch, *range(shift, canvas - patch + 1, stride)}
+    return torch.tensor(sorted(starts))
 
 
-def tile_offsets(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.Tensor:
-    """Offsets [T, 3] of the tiles covering the level-l canvas, raster order."""
+def tile_offsets(geometry: PatchGeometry, level: int, overlap: Overlap, shift: int = 0) -> torch.Tensor:
+    """Offsets [T, 3] of the tiles covering the level-l canvas, raster order; `shift` moves the tiles of the
+    overlapped height and width axes (`axis_positions`; frames are never shifted: tokens are one frame deep)."""
     canvas = geometry.canvas(level)
-    axes = [axis_positions(geometry.patch[i], canvas[i], overlap[i]) for i in range(3)]
+    axes = [axis_positions(geometry.patch[i], canvas[i], overlap[i], shift if i > 0 and overlap[i] else 0)
+            for i in range(3)]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
 
 
@@ -265,9 +277,9 @@ def parent_chain(tiles: torch.Tensor, level: int, geometry: PatchGeometry) -> to
     return torch.stack(chain[::-1], 1)
 
 
-def tile_chains(geometry: PatchGeometry, level: int, overlap: Overlap) -> torch.Tensor:
-    """Offsets [T, level + 1, 3] of every tile of level `level` with its nested parents."""
-    return parent_chain(tile_offsets(geometry, level, overlap), level, geometry)
+def tile_chains(geometry: PatchGeometry, level: int, overlap: Overlap, shift: int = 0) -> torch.Tensor:
+    """Offsets [T, level + 1, 3] of every tile of level `level` (shifted by `shift`) with its nested parents."""
+    return parent_chain(tile_offsets(geometry, level, overlap, shift), level, geometry)
 
 
 def tile_weights(patch: tuple[int, int, int], overlap: Overlap, blend: str = "uniform") -> torch.Tensor:
@@ -290,13 +302,14 @@ def tile_weights(patch: tuple[int, int, int], overlap: Overlap, blend: str = "un
     return weights
 
 
-def tile_coverage(geometry: PatchGeometry, level: int, overlap: Overlap, blend: str = "uniform") -> torch.Tensor:
+def tile_coverage(geometry: PatchGeometry, level: int, overlap: Overlap, blend: str = "uniform",
+                  shift: int = 0) -> torch.Tensor:
     """The summed tile weights over each pixel of the level-l canvas: float [*R_l] (uniform: how many
     tiles cover it), what the tiles' weighted predictions are divided by (docs/design.md, "Sampling")."""
     counts = torch.zeros(geometry.canvas(level))
     f, h, w = geometry.patch
     weights = tile_weights(geometry.patch, overlap, blend)
-    for o in tile_offsets(geometry, level, overlap).tolist():
+    for o in tile_offsets(geometry, level, overlap, shift).tolist():
         counts[o[0]:o[0] + f, o[1]:o[1] + h, o[2]:o[2] + w] += weights
     return counts
 

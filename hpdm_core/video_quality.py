@@ -16,6 +16,10 @@ set). The measures, each a number per video so that a set reports their means:
   objects move in straight lines, so only their bounces accelerate them).
 `token_mosaic` compares pixel steps across interface-token borders with those inside tokens; it is a
 property of a set, read relative to the same figure of real videos (1: no mosaic beyond the data's).
+`grid_steps` asks the same without knowing where the borders are: the pixel steps at each position modulo
+a period (8: a level-1 token, two top-level tokens, a tile stride), the largest class over the smallest,
+over the data's. Shifted tilings (`sample.tile_shifts`) put token borders at every position, so that
+token_mosaic, which counts the other tilings' borders as "inside", can read below 1; grid_steps cannot.
 
 Object measures read `cell` x `cell` pixel averages (as `describe_objects`), so grain does not move
 them; a frame without the object counts against presence and is left out of the others.
@@ -97,6 +101,24 @@ def token_mosaic(videos: np.ndarray, real: np.ndarray, token: tuple[int, int] = 
     return edge_ratio(_check(videos), token, (2, 3)) / edge_ratio(_check(real), token, (2, 3))
 
 
+def grid_steps(videos: np.ndarray, real: np.ndarray, period: int = 8) -> float:
+    """Mean squared pixel step at each position modulo `period` (height and width steps alike), largest over
+    smallest, for uint8 videos [N, F, H, W, 3] over the same figure of real ones: 1 = steps as evenly spread
+    over positions as the data's, above 1 = a periodic grid of steps (a mosaic or tile seams)."""
+    def spread(x: np.ndarray) -> float:
+        x = _check(x).astype(np.float32) / 255
+        by_position = np.zeros(period)
+        for axis in (2, 3):
+            step = np.moveaxis(np.square(np.diff(x, axis=axis)), axis, 0)  # step i lies between pixels i and i + 1
+            if step.shape[0] < period:
+                raise BadInputError(f"{x.shape[axis]} pixels hold fewer steps than the period {period}")
+            positions = (np.arange(step.shape[0]) + 1) % period
+            by_position += [float(step[positions == k].mean()) for k in range(period)]
+        return float(by_position.max() / max(by_position.min(), 1e-12))
+
+    return spread(videos) / spread(real)
+
+
 def _track(videos: np.ndarray, colours: Sequence[str], shapes: Sequence[str], cell: int, tolerance: float):
     """Per video: areas [F], centroids [F, 2] (nan where the object is missing), IoU with each shape of
     SHAPES [F, S] (nan where missing), for the object of the requested colour."""
@@ -164,11 +186,12 @@ def summarise(measures: dict[str, np.ndarray]) -> dict[str, float]:
 def quality_report(videos: np.ndarray, labels: Sequence[int], real: np.ndarray, real_labels: Sequence[int],
                    token: tuple[int, int] = (4, 4)) -> dict[str, dict[str, float]]:
     """{"generated": means, "real": means} of every measure for class-labelled videos of the synthetic
-    set next to real ones, with token_mosaic (generated over real), grain_ratio and mottling_ratio in
-    "generated"."""
+    set next to real ones, with token_mosaic and grid_steps (generated over real), grain_ratio and
+    mottling_ratio in "generated"."""
     generated = summarise(measure_videos(videos, *class_targets(labels)))
     reference = summarise(measure_videos(real, *class_targets(real_labels)))
     generated["grain_ratio"] = generated["grain"] / reference["grain"]
     generated["mottling_ratio"] = generated["mottling"] / reference["mottling"]
     generated["token_mosaic"] = token_mosaic(videos, real, token)
+    generated["grid_steps"] = grid_steps(videos, real)
     return {"generated": generated, "real": reference}

@@ -250,3 +250,18 @@ def test_tile_blend_flag(run_dir, tmp_path, capsys):
     code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "u.npz",
                            "--tile-blend", "gaussian", "--device", "cpu")
     assert code == 2 and "--tile-blend must be one of uniform, tent" in stderr
+
+
+def test_tile_shifts_flag(run_dir, tmp_path, capsys):
+    import h5py
+
+    code, stdout, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "s.h5",
+                                "--tile-shifts", "0,1", "--overlap", "hw", "--steps", 2, "--device", "cpu", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["tile_shifts"] == [0, 1]
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f.attrs["tile_shifts"] == "0,1"
+    for bad, message in (("0,x", "give pixel shifts separated by commas"), ("1,1", "distinct shifts")):
+        code, _, stderr = hpdm(capsys, "sample", "--run", run_dir, "--num", 1, "--out", tmp_path / "u.npz",
+                               "--tile-shifts", bad, "--device", "cpu")
+        assert code == 2 and message in stderr, stderr

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hpdm_core.errors import BadInputError
 from hpdm_core.pyramid import (
     PatchGeometry,
+    axis_positions,
     context_grid,
     extract_hierarchy,
     is_nested,
@@ -125,6 +126,36 @@ def test_tilings_cover_every_pixel_with_the_documented_tile_counts(overlap):
         per_axis = [2 * 2**level - 1 if flag else 2**level for flag in flags]
         assert tiles.shape[0] == per_axis[0] * per_axis[1] * per_axis[2]
         assert (tile_coverage(geometry, level, flags) >= 1).all()
+
+
+@pytest.mark.parametrize("shift", [1, 2, 3])
+def test_shifted_tilings_cover_every_pixel_and_move_only_the_overlapped_spatial_axes(shift):
+    """sample.tile_shifts: a tiling `shift` pixels on, plus a tile at each end of the canvas, nested like any other."""
+    geometry = PatchGeometry((2, 8, 8), 3)
+    flags = parse_overlap("fhw")
+    for level in (1, 2):
+        tiles = tile_offsets(geometry, level, flags, shift)
+        canvas = geometry.canvas(level)
+        for axis in (1, 2):
+            starts = tiles[:, axis].unique().tolist()
+            assert starts == sorted({0, canvas[axis] - 8, *range(shift, canvas[axis] - 8 + 1, 4)})
+        assert torch.equal(tiles[:, 0].unique(), tile_offsets(geometry, level, flags)[:, 0].unique())  # frames: not shifted
+        assert (tile_coverage(geometry, level, flags, shift=shift) >= 1).all()
+        assert is_nested(parent_chain(tiles, level, geometry), geometry).all()
+    # Level 0 is one tile, which no shift moves.
+    assert torch.equal(tile_offsets(geometry, 0, flags, shift), tile_offsets(geometry, 0, flags))
+
+
+def test_tile_shifts_need_an_overlapped_axis_and_a_shift_below_the_stride():
+    geometry = PatchGeometry((2, 8, 8), 3)
+    with pytest.raises(BadInputError, match="below its stride 4"):
+        tile_offsets(geometry, 2, parse_overlap("hw"), 4)
+    with pytest.raises(BadInputError, match="needs an overlapped axis"):
+        axis_positions(8, 32, False, 1)
+    # Only the overlapped axes move: with "w" the rows stay where the one tiling has them.
+    tiles = tile_offsets(geometry, 2, parse_overlap("w"), 1)
+    assert torch.equal(tiles[:, 1].unique(), tile_offsets(geometry, 2, parse_overlap("w"))[:, 1].unique())
+    assert 1 in tiles[:, 2].tolist()
 
 
 def test_parse_overlap_rejects_unknown_axes():

@@ -6,8 +6,8 @@ import torch
 
 from hpdm_core.data.synthetic import captioned_video, pair_classes, synthetic_video
 from hpdm_core.errors import BadInputError
-from hpdm_core.video_quality import (class_targets, edge_ratio, grain, measure_videos, mottling, quality_report,
-                                     summarise, token_mosaic)
+from hpdm_core.video_quality import (class_targets, edge_ratio, grain, grid_steps, measure_videos, mottling,
+                                     quality_report, summarise, token_mosaic)
 
 CLASSES = 8  # the quickstart's set: red disc (class 0) and red square (class 7) among them
 
@@ -121,13 +121,16 @@ def test_a_swapped_shape_keeps_its_colour_and_loses_its_shape(real):
     assert m["shape_iou"][0] < right["shape_iou"][0] - 0.03
 
 
+def with_mosaic(videos: np.ndarray, seed: int) -> np.ndarray:
+    """A colour offset (std 12 in uint8 units) per 4x4-pixel token: steps across token borders only."""
+    offsets = np.random.default_rng(seed).normal(0, 12, (*videos.shape[:2], 16, 16, 3)).repeat(4, 2).repeat(4, 3)
+    return np.clip(videos + offsets, 0, 255).round().astype(np.uint8)
+
+
 def test_a_token_mosaic_is_measured_against_the_data(real):
     videos, _ = real
     assert token_mosaic(videos, videos) == 1.0
-    # A colour offset per 4x4-pixel token: steps appear across token borders only.
-    rng = np.random.default_rng(2)
-    offsets = rng.normal(0, 12, (*videos.shape[:2], 16, 16, 3)).repeat(4, 2).repeat(4, 3)
-    mosaic = np.clip(videos + offsets, 0, 255).round().astype(np.uint8)
+    mosaic = with_mosaic(videos, 2)
     assert token_mosaic(mosaic, videos) > 3
     # The same offsets on a grid shifted by 2 pixels straddle the token borders: no longer a token mosaic.
     assert token_mosaic(mosaic, videos, token=(4, 4)) > token_mosaic(mosaic[:, :, 2:-2, 2:-2], videos[:, :, 2:-2, 2:-2])
@@ -160,12 +163,28 @@ def test_grain_of_a_flat_video_is_zero():
     assert grain(np.full((1, 2, 8, 8, 3), 77, np.uint8)).tolist() == [0.0]
 
 
+def test_grid_steps_find_a_mosaic_wherever_its_borders_lie(real):
+    videos, _ = real
+    assert grid_steps(videos, videos) == 1.0
+    mosaic = with_mosaic(videos, 3)
+    # Border positions add 2 x 12^2 = 288 to the data's mean squared step (about 120 here, in uint8 units): about
+    # 3.3x at two positions of eight, a little less where clipping bites; well above the 1 of no grid.
+    assert grid_steps(mosaic, videos) > 2
+    # Shifted by 2 pixels the borders fall "inside" token_mosaic's tokens; grid_steps still sees the grid.
+    shifted, base = mosaic[:, :, 2:-2, 2:-2], videos[:, :, 2:-2, 2:-2]
+    assert token_mosaic(shifted, base) < 1 < 2 < grid_steps(shifted, base)
+    # Grain without a grid: every position alike.
+    noisy = np.clip(videos + np.random.default_rng(4).normal(0, 12, videos.shape), 0, 255).round().astype(np.uint8)
+    assert grid_steps(noisy, videos) == pytest.approx(1.0, abs=0.25)
+
+
 def test_report_and_summary(real):
     videos, labels = real
     report = quality_report(videos[:2], labels[:2], videos[:2], labels[:2])
     assert report["generated"]["grain_ratio"] == pytest.approx(1.0)
     assert report["generated"]["mottling_ratio"] == pytest.approx(1.0)
     assert report["generated"]["token_mosaic"] == 1.0
+    assert report["generated"]["grid_steps"] == 1.0
     assert summarise({"x": np.array([1.0, np.nan, 3.0]), "y": np.array([np.nan])}) == {"x": 2.0, "y": pytest.approx(
         np.nan, nan_ok=True)}
 
