@@ -51,7 +51,7 @@ from hpdm_core.video_quality import quality_report  # noqa: E402
 PANELS = (("accuracy", "class accuracy (classifier)"), ("fd", "FD in classifier features"),
           ("grain", "grain (RMS minus 3x3 blur)"), ("mottling", "background mottling (4x4 cells about a plane)"),
           ("shape_iou", "shape IoU"), ("shape_right", "shape right (majority)"),
-          ("acceleration", "centroid acceleration, px/frame^2"), ("token_mosaic", "token mosaic (x the data's)"))
+          ("acceleration", "centroid acceleration, px/frame^2"), ("grid_steps", "grid of pixel steps (x the data's)"))
 
 
 def plot_learning(rows: list[dict], real: dict, path: Path, title: str) -> Path:
