@@ -169,7 +169,7 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
             json_out, distributed, env, overwrite) -> None:
     from hpdm_core import distributed as dist_lib
     from hpdm_core.checkpoint import load_for_inference
-    from hpdm_core.config import tile_shifts_text
+    from hpdm_core.config import recorded_settings
     from hpdm_core.consistency import consistency_report
     from hpdm_core.files import check_output, reporting_full_disk
     from hpdm_core.memory import check_fits, sampling_bytes
@@ -222,10 +222,7 @@ def _sample(run, checkpoint, num, conditions, settings, seed, out, fmt, save_lev
     with reporting_full_disk(out):  # a full disk: a message naming the folder; no partial file is left
         files = save_samples(result, out, fmt, fps=fps,
                              class_names=_class_names(cfg.data.path, denoiser.num_classes), save_levels=save_levels,
-                             attrs={"seed": seed, "steps": options.steps, "overlap": options.overlap,
-                                    "tile_blend": options.tile_blend, "tile_shifts": tile_shifts_text(options),
-                                    "cfg": options.guidance,
-                                    "guidance_levels": options.guidance_levels, "checkpoint_step": info["step"]})
+                             attrs={"seed": seed, **recorded_settings(options), "checkpoint_step": info["step"]})
     report = consistency_report(result.videos, result.levels, geometry.patch)
     summary = {"files": [str(f) for f in files], "num": num, "labels": result.labels.tolist(), "seed": seed,
                **({"prompts": result.prompts, "text_encoder": text_note} if result.prompts else {}),

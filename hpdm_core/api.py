@@ -32,7 +32,7 @@ import torch
 from hpdm_core import config as config_lib
 from hpdm_core import distributed as dist_lib
 from hpdm_core.checkpoint import CONFIG_NAME, load_for_inference
-from hpdm_core.config import Config, SampleConfig, tile_shifts_text
+from hpdm_core.config import Config, SampleConfig, recorded_settings
 from hpdm_core.distributed import as_device
 from hpdm_core.errors import BadInputError, check_count
 from hpdm_core.metrics.options import EvalOptions
@@ -395,8 +395,7 @@ def save_videos(result: SampleResult, out: PathLike, fmt: str | None = None, *, 
     attrs = {}
     if isinstance(result, Samples) and result.settings is not None:  # as `hpdm sample` records them
         s = result.settings
-        attrs = {"seed": result.seed, "steps": s.steps, "overlap": s.overlap, "tile_blend": s.tile_blend,
-                 "tile_shifts": tile_shifts_text(s), "cfg": s.guidance, "guidance_levels": s.guidance_levels, "checkpoint_step": result.checkpoint_step}
+        attrs = {"seed": result.seed, **recorded_settings(result.settings), "checkpoint_step": result.checkpoint_step}
     names = list(class_names or getattr(result, "class_names", None) or []) or None
     with reporting_full_disk(out):  # a full disk: a message naming the folder; no partial file is left
         return save_samples(result, out, fmt, fps=float(fps), class_names=names, save_levels=save_levels,

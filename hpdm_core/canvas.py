@@ -21,22 +21,22 @@ from hpdm_core.config import SampleConfig
 from hpdm_core.heun import evaluations_per_tile
 from hpdm_core.model import ContextCache
 from hpdm_core.precision import autocast
-from hpdm_core.pyramid import (Overlap, PatchGeometry, add_tiles, crop, parse_overlap, tile_chains, tile_coverage,
-                               tile_offsets, tile_weights)
+from hpdm_core.pyramid import (Overlap, PatchGeometry, add_tiles, crop, parent_chain, parse_overlap, tile_chains,
+                               tile_coverage, tile_offsets, tile_weights)
 
 CPU_TILE_BATCH = 16  # chains per network call on CPU: large enough to amortise Python overhead
 
 
-def level_shifts(geometry: PatchGeometry, level: int, overlap: Overlap, shifts: list[int]) -> list[int]:
-    """The shifts of `sample.tile_shifts` that give level `level` distinct tilings, in order. Shifts move tiles
-    along the overlapped height and width axes only: level 0 (one tile) and an overlap of neither ("none", "f")
-    keep one tiling."""
-    kept, seen = [], []
+def level_tilings(geometry: PatchGeometry, level: int, overlap: Overlap,
+                  shifts: list[int]) -> list[tuple[int, torch.Tensor]]:
+    """(shift, tile offsets [T, 3]) of each distinct tiling that `sample.tile_shifts` gives level `level`, in
+    order. Shifts move tiles along the overlapped height and width axes only: level 0 (one tile) and an overlap
+    of neither ("none", "f") keep one tiling."""
+    kept: list[tuple[int, torch.Tensor]] = []
     for shift in shifts:
         tiles = tile_offsets(geometry, level, overlap, shift)
-        if not any(torch.equal(tiles, other) for other in seen):
-            kept.append(shift)
-            seen.append(tiles)
+        if not any(torch.equal(tiles, other) for _, other in kept):
+            kept.append((shift, tiles))
     return kept
 
 
@@ -45,8 +45,7 @@ def count_tile_evaluations(geometry: PatchGeometry, options: SampleConfig, num_s
     overlap = parse_overlap(options.overlap)
     total = 0
     for level in range(geometry.num_levels):
-        tiles = [tile_offsets(geometry, level, overlap, shift).shape[0]
-                 for shift in level_shifts(geometry, level, overlap, options.tile_shifts)]
+        tiles = [len(offsets) for _, offsets in level_tilings(geometry, level, overlap, options.tile_shifts)]
         evaluations = evaluations_per_tile(options.steps, level)  # taken in turns by the tilings
         guided = 2 if options.guided_at(level) else 1  # a guided level evaluates a null-class copy too
         total += guided * sum(tiles[i % len(tiles)] for i in range(evaluations))
@@ -110,8 +109,8 @@ class LevelDenoiser:
         num_samples = conditioning.batch_size(labels)
         contexts: dict[tuple, int] = {}  # (sample, parent chain) -> index
         self.tilings = []
-        for shift in level_shifts(self.geometry, level, overlap, options.tile_shifts):
-            chains = tile_chains(self.geometry, level, overlap, shift).to(self.device)  # [T, l+1, 3]
+        for shift, offsets in level_tilings(self.geometry, level, overlap, options.tile_shifts):
+            chains = parent_chain(offsets, level, self.geometry).to(self.device)  # [T, l+1, 3]
             item_sample = torch.arange(num_samples, device=self.device).repeat_interleave(chains.shape[0])
             item_chain = chains.repeat(num_samples, 1, 1)
             keys = zip(item_sample.tolist(), item_chain[:, :level].flatten(1).tolist())

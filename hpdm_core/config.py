@@ -591,9 +591,12 @@ def parse_tile_shifts(text: str) -> list[int]:
     return shifts
 
 
-def tile_shifts_text(sample: SampleConfig) -> str:
-    """sample.tile_shifts as --tile-shifts takes it (how sample files record it)."""
-    return ",".join(str(shift) for shift in sample.tile_shifts)
+def recorded_settings(sample: SampleConfig) -> dict[str, Any]:
+    """The sampling settings a sample file records (h5 attributes), as `hpdm sample` and `save_videos` write
+    them: tile_shifts as --tile-shifts takes it, the guidance weight under its old name `cfg`."""
+    return {"steps": sample.steps, "overlap": sample.overlap, "tile_blend": sample.tile_blend,
+            "tile_shifts": ",".join(str(shift) for shift in sample.tile_shifts), "cfg": sample.guidance,
+            "guidance_levels": sample.guidance_levels}
 
 
 def validate_sample(sample: SampleConfig) -> None:
